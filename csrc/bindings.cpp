@@ -1,0 +1,149 @@
+// The Python module fastsoftmax._core: checks buffers, releases the GIL, calls the active
+// kernel table. Validation of user input lives in the Python layer; the checks here only
+// guarantee that a misuse of this private module raises instead of touching bad memory.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "dispatch.h"
+#include "layout.h"
+
+namespace py = pybind11;
+using namespace fastsoftmax;
+
+namespace {
+
+std::vector<int64_t> shape_of(const py::array& a) {
+    return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
+}
+
+void require_c_contiguous(const py::array& a, const char* what) {
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(what) + " must be C-contiguous");
+}
+
+void require_writeable(const py::array& a, const char* what) {
+    if (!a.writeable()) throw py::value_error(std::string(what) + " must be writeable");
+}
+
+int64_t checked_axis(const py::array& a, int64_t axis) {
+    if (axis < 0 || axis >= a.ndim()) throw py::value_error("axis out of range");
+    return axis;
+}
+
+enum class Kind { f32, f64 };
+
+Kind kind_of(const py::array& a, const char* what) {
+    if (a.dtype().is(py::dtype::of<float>())) return Kind::f32;
+    if (a.dtype().is(py::dtype::of<double>())) return Kind::f64;
+    throw py::type_error(std::string(what) + " must be float32 or float64");
+}
+
+void same(const py::array& a, const py::array& b, const char* what) {
+    if (!a.dtype().is(b.dtype()) || shape_of(a) != shape_of(b))
+        throw py::value_error(std::string(what) + " must match the input's shape and dtype");
+}
+
+Normaliser normaliser(bool log) { return log ? Normaliser::log_softmax : Normaliser::softmax; }
+
+void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool log) {
+    const Kind k = kind_of(x, "x");
+    same(x, out, "out");
+    require_c_contiguous(x, "x");
+    require_c_contiguous(out, "out");
+    require_writeable(out, "out");
+    const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
+    const KernelTable& kt = active_kernels();
+    const void* src = x.data();
+    void* dst = out.mutable_data();
+    py::gil_scoped_release release;
+    if (k == Kind::f32)
+        kt.f32.forward(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta), normaliser(log));
+    else
+        kt.f64.forward(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, normaliser(log));
+}
+
+void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta) {
+    const Kind k = kind_of(x, "x");
+    require_c_contiguous(x, "x");
+    require_c_contiguous(out, "out");
+    require_writeable(out, "out");
+    auto shape = shape_of(x);
+    const Layout lay = layout_of(shape, checked_axis(x, axis));
+    shape.erase(shape.begin() + axis);
+    if (!out.dtype().is(x.dtype()) || shape_of(out) != shape)
+        throw py::value_error("out must have the input's shape without the axis, and its dtype");
+    const KernelTable& kt = active_kernels();
+    const void* src = x.data();
+    void* dst = out.mutable_data();
+    py::gil_scoped_release release;
+    if (k == Kind::f32)
+        kt.f32.logsumexp(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta));
+    else
+        kt.f64.logsumexp(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta);
+}
+
+void backward(const py::array& grad, const py::array& y, py::array& out, int64_t axis, double beta,
+              bool log) {
+    const Kind k = kind_of(grad, "grad");
+    same(grad, y, "y");
+    same(grad, out, "out");
+    require_c_contiguous(grad, "grad");
+    require_c_contiguous(y, "y");
+    require_c_contiguous(out, "out");
+    require_writeable(out, "out");
+    const Layout lay = layout_of(shape_of(grad), checked_axis(grad, axis));
+    const KernelTable& kt = active_kernels();
+    const void *g = grad.data(), *s = y.data();
+    void* d = out.mutable_data();
+    py::gil_scoped_release release;
+    if (k == Kind::f32)
+        kt.f32.backward(static_cast<const float*>(g), static_cast<const float*>(s), static_cast<float*>(d), lay,
+                        float(beta), normaliser(log));
+    else
+        kt.f64.backward(static_cast<const double*>(g), static_cast<const double*>(s), static_cast<double*>(d), lay,
+                        beta, normaliser(log));
+}
+
+#define FS_STR2(x) #x
+#define FS_STR(x) FS_STR2(x)
+
+py::dict build_info() {
+    py::dict d;
+#if defined(__clang__)
+    d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    d["compiler"] = std::string("gcc ") + __VERSION__;
+#elif defined(_MSC_VER)
+    d["compiler"] = std::string("msvc ") + FS_STR(_MSC_VER);
+#else
+    d["compiler"] = "unknown";
+#endif
+    d["build_type"] = FASTSOFTMAX_BUILD_TYPE;
+    py::dict flags;
+    flags["scalar"] = FASTSOFTMAX_FLAGS_SCALAR;
+#if defined(FASTSOFTMAX_HAVE_X86)
+    flags["avx2"] = FASTSOFTMAX_FLAGS_AVX2;
+    flags["avx512"] = FASTSOFTMAX_FLAGS_AVX512;
+#endif
+    d["flags"] = flags;
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastsoftmax kernels (private: use the fastsoftmax package)";
+    m.def("forward", &forward, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"), py::arg("log"));
+    m.def("logsumexp", &logsumexp, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"));
+    m.def("backward", &backward, py::arg("grad"), py::arg("y"), py::arg("out"), py::arg("axis"), py::arg("beta"),
+          py::arg("log"));
+    m.def("isa", [] { return std::string(active_kernels().name); });
+    m.def("available_isas", &available_isas);
+    m.def("select_isa", &select_isa, py::arg("name"));
+    m.def("selection_warning", &selection_warning);
+    m.def("build_info", &build_info);
+}

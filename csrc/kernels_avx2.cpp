@@ -1,0 +1,127 @@
+// AVX2 + FMA kernels; this file alone is compiled with -mavx2 -mfma.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "kernels.h"
+
+namespace fastsoftmax {
+namespace avx2 {
+
+struct VF {
+    using T = float;
+    using R = __m256;
+    using M = __m256;  // all-ones lanes are selected
+    static constexpr int W = 8;
+    static R set1(T v) { return _mm256_set1_ps(v); }
+    static R load(const T* p) { return _mm256_loadu_ps(p); }
+    static R loadp(const T* p, M m) { return _mm256_maskload_ps(p, _mm256_castps_si256(m)); }
+    static void store(T* p, R v) { _mm256_storeu_ps(p, v); }
+    static void storep(T* p, R v, M m) { _mm256_maskstore_ps(p, _mm256_castps_si256(m), v); }
+    static M tail(int64_t k) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(k)), lane));
+    }
+    static M mand(M a, M b) { return _mm256_and_ps(a, b); }
+    static R add(R a, R b) { return _mm256_add_ps(a, b); }
+    static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+    static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+    static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+    static R fnma(R a, R b, R c) { return _mm256_fnmadd_ps(a, b, c); }
+    static R max(R a, R b) { return _mm256_max_ps(a, b); }
+    static R select(M m, R a, R b) { return _mm256_blendv_ps(b, a, m); }
+    static M eq(R a, R b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+    static R round(R a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static R pow2(__m256i k) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23)); }
+    // a * 2^k for integral k, as two exact power-of-two factors so that 2^k may be subnormal.
+    static R scalef(R a, R k) {
+        __m256i ki = _mm256_cvtps_epi32(k);
+        ki = _mm256_max_epi32(_mm256_min_epi32(ki, _mm256_set1_epi32(254)), _mm256_set1_epi32(-252));
+        __m256i k1 = _mm256_srai_epi32(ki, 1);
+        return _mm256_mul_ps(_mm256_mul_ps(a, pow2(k1)), pow2(_mm256_sub_epi32(ki, k1)));
+    }
+    static T hmax(R a) {
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        return _mm_cvtss_f32(m);
+    }
+    static T first(R a) { return _mm256_cvtss_f32(a); }
+    struct Acc { __m256d lo, hi; };
+    static Acc acc_zero() { return {_mm256_setzero_pd(), _mm256_setzero_pd()}; }
+    static void acc_add(Acc& a, R v) {
+        a.lo = _mm256_add_pd(a.lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        a.hi = _mm256_add_pd(a.hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    }
+    static double acc_sum(const Acc& a) {
+        __m256d s = _mm256_add_pd(a.lo, a.hi);
+        __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+        return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    }
+    static Acc acc_load(const double* p) { return {_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4)}; }
+    static void acc_store(double* p, const Acc& a) {
+        _mm256_storeu_pd(p, a.lo);
+        _mm256_storeu_pd(p + 4, a.hi);
+    }
+};
+
+struct VD {
+    using T = double;
+    using R = __m256d;
+    using M = __m256d;
+    static constexpr int W = 4;
+    static R set1(T v) { return _mm256_set1_pd(v); }
+    static R load(const T* p) { return _mm256_loadu_pd(p); }
+    static R loadp(const T* p, M m) { return _mm256_maskload_pd(p, _mm256_castpd_si256(m)); }
+    static void store(T* p, R v) { _mm256_storeu_pd(p, v); }
+    static void storep(T* p, R v, M m) { _mm256_maskstore_pd(p, _mm256_castpd_si256(m), v); }
+    static M tail(int64_t k) {
+        const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+        return _mm256_castsi256_pd(_mm256_cmpgt_epi64(_mm256_set1_epi64x(k), lane));
+    }
+    static M mand(M a, M b) { return _mm256_and_pd(a, b); }
+    static R add(R a, R b) { return _mm256_add_pd(a, b); }
+    static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
+    static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
+    static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+    static R fnma(R a, R b, R c) { return _mm256_fnmadd_pd(a, b, c); }
+    static R max(R a, R b) { return _mm256_max_pd(a, b); }
+    static R select(M m, R a, R b) { return _mm256_blendv_pd(b, a, m); }
+    static M eq(R a, R b) { return _mm256_cmp_pd(a, b, _CMP_EQ_OQ); }
+    static R round(R a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static R pow2(__m128i k) {
+        __m256i e = _mm256_cvtepi32_epi64(_mm_add_epi32(k, _mm_set1_epi32(1023)));
+        return _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
+    }
+    static R scalef(R a, R k) {
+        __m128i ki = _mm256_cvtpd_epi32(k);
+        ki = _mm_max_epi32(_mm_min_epi32(ki, _mm_set1_epi32(2046)), _mm_set1_epi32(-2044));
+        __m128i k1 = _mm_srai_epi32(ki, 1);
+        return _mm256_mul_pd(_mm256_mul_pd(a, pow2(k1)), pow2(_mm_sub_epi32(ki, k1)));
+    }
+    static T hmax(R a) {
+        __m128d m = _mm_max_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+        return _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)));
+    }
+    static T first(R a) { return _mm256_cvtsd_f64(a); }
+    using Acc = __m256d;
+    static Acc acc_zero() { return _mm256_setzero_pd(); }
+    static void acc_add(Acc& a, R v) { a = _mm256_add_pd(a, v); }
+    static double acc_sum(const Acc& a) {
+        __m128d h = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+        return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    }
+    static Acc acc_load(const double* p) { return _mm256_loadu_pd(p); }
+    static void acc_store(double* p, const Acc& a) { _mm256_storeu_pd(p, a); }
+};
+
+#include "softmax_impl.inc"
+
+extern const KernelTable table = {"avx2", kernel_set<VF>(), kernel_set<VD>()};
+
+}  // namespace avx2
+}  // namespace fastsoftmax

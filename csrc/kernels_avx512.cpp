@@ -1,0 +1,90 @@
+// AVX-512 (F, DQ, BW, VL) kernels; this file alone is compiled with those flags.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "kernels.h"
+
+namespace fastsoftmax {
+namespace avx512 {
+
+struct VF {
+    using T = float;
+    using R = __m512;
+    using M = __mmask16;
+    static constexpr int W = 16;
+    static R set1(T v) { return _mm512_set1_ps(v); }
+    static R load(const T* p) { return _mm512_loadu_ps(p); }
+    static R loadp(const T* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
+    static void store(T* p, R v) { _mm512_storeu_ps(p, v); }
+    static void storep(T* p, R v, M m) { _mm512_mask_storeu_ps(p, m, v); }
+    static M tail(int64_t k) { return M((1u << k) - 1u); }
+    static M mand(M a, M b) { return M(a & b); }
+    static R add(R a, R b) { return _mm512_add_ps(a, b); }
+    static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+    static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+    static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+    static R fnma(R a, R b, R c) { return _mm512_fnmadd_ps(a, b, c); }
+    static R max(R a, R b) { return _mm512_max_ps(a, b); }
+    static R select(M m, R a, R b) { return _mm512_mask_blend_ps(m, b, a); }
+    static M eq(R a, R b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+    static R round(R a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static R scalef(R a, R k) { return _mm512_scalef_ps(a, k); }
+    static T hmax(R a) { return _mm512_reduce_max_ps(a); }
+    static T first(R a) { return _mm512_cvtss_f32(a); }
+    struct Acc { __m512d lo, hi; };
+    static Acc acc_zero() { return {_mm512_setzero_pd(), _mm512_setzero_pd()}; }
+    static void acc_add(Acc& a, R v) {
+        a.lo = _mm512_add_pd(a.lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        a.hi = _mm512_add_pd(a.hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+    }
+    static double acc_sum(const Acc& a) { return _mm512_reduce_add_pd(_mm512_add_pd(a.lo, a.hi)); }
+    static Acc acc_load(const double* p) { return {_mm512_loadu_pd(p), _mm512_loadu_pd(p + 8)}; }
+    static void acc_store(double* p, const Acc& a) {
+        _mm512_storeu_pd(p, a.lo);
+        _mm512_storeu_pd(p + 8, a.hi);
+    }
+};
+
+struct VD {
+    using T = double;
+    using R = __m512d;
+    using M = __mmask8;
+    static constexpr int W = 8;
+    static R set1(T v) { return _mm512_set1_pd(v); }
+    static R load(const T* p) { return _mm512_loadu_pd(p); }
+    static R loadp(const T* p, M m) { return _mm512_maskz_loadu_pd(m, p); }
+    static void store(T* p, R v) { _mm512_storeu_pd(p, v); }
+    static void storep(T* p, R v, M m) { _mm512_mask_storeu_pd(p, m, v); }
+    static M tail(int64_t k) { return M((1u << k) - 1u); }
+    static M mand(M a, M b) { return M(a & b); }
+    static R add(R a, R b) { return _mm512_add_pd(a, b); }
+    static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
+    static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
+    static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+    static R fnma(R a, R b, R c) { return _mm512_fnmadd_pd(a, b, c); }
+    static R max(R a, R b) { return _mm512_max_pd(a, b); }
+    static R select(M m, R a, R b) { return _mm512_mask_blend_pd(m, b, a); }
+    static M eq(R a, R b) { return _mm512_cmp_pd_mask(a, b, _CMP_EQ_OQ); }
+    static R round(R a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static R scalef(R a, R k) { return _mm512_scalef_pd(a, k); }
+    static T hmax(R a) { return _mm512_reduce_max_pd(a); }
+    static T first(R a) { return _mm512_cvtsd_f64(a); }
+    using Acc = __m512d;
+    static Acc acc_zero() { return _mm512_setzero_pd(); }
+    static void acc_add(Acc& a, R v) { a = _mm512_add_pd(a, v); }
+    static double acc_sum(const Acc& a) { return _mm512_reduce_add_pd(a); }
+    static Acc acc_load(const double* p) { return _mm512_loadu_pd(p); }
+    static void acc_store(double* p, const Acc& a) { _mm512_storeu_pd(p, a); }
+};
+
+#include "softmax_impl.inc"
+
+extern const KernelTable table = {"avx512", kernel_set<VF>(), kernel_set<VD>()};
+
+}  // namespace avx512
+}  // namespace fastsoftmax

@@ -1,0 +1,72 @@
+// Portable kernels: one lane, no intrinsics. The reference path and the path on CPUs
+// without AVX2 (including non-x86 ones).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "kernels.h"
+
+namespace fastsoftmax {
+namespace scalar {
+
+template <class F, class Bits, int MantBits, int Bias>
+struct Lane {
+    using T = F;
+    using R = F;
+    using M = bool;
+    static constexpr int W = 1;
+    static R set1(T v) { return v; }
+    static R load(const T* p) { return *p; }
+    static R loadp(const T* p, M m) { return m ? *p : T(0); }
+    static void store(T* p, R v) { *p = v; }
+    static void storep(T* p, R v, M m) { if (m) *p = v; }
+    static M tail(int64_t k) { return k > 0; }
+    static M mand(M a, M b) { return a && b; }
+    static R add(R a, R b) { return a + b; }
+    static R sub(R a, R b) { return a - b; }
+    static R mul(R a, R b) { return a * b; }
+    static R fma(R a, R b, R c) { return std::fma(a, b, c); }
+    static R fnma(R a, R b, R c) { return std::fma(-a, b, c); }
+    static R max(R a, R b) { return a > b ? a : b; }  // b when either is NaN, as on x86
+    static R select(M m, R a, R b) { return m ? a : b; }
+    static M eq(R a, R b) { return a == b; }
+    static R round(R a) {  // to nearest even; |a| is far below 2^(MantBits - 1) here
+        const T magic = T(1.5) * T(Bits(1) << MantBits);
+        return std::fabs(a) < T(Bits(1) << (MantBits - 1)) ? (a + magic) - magic : a;
+    }
+    static T pow2(Bits k) {
+        Bits u = (k + Bias) << MantBits;
+        T v;
+        std::memcpy(&v, &u, sizeof v);
+        return v;
+    }
+    static R scalef(R a, R k) {
+        if (std::isnan(k)) return a + k;
+        const T lim = T(2 * Bias);
+        T kc = std::min(std::max(k, -lim + 2), lim);
+        Bits ki = Bits(typename std::make_signed<Bits>::type(kc));
+        Bits k1 = Bits(typename std::make_signed<Bits>::type(ki) >> 1);
+        return a * pow2(k1) * pow2(ki - k1);
+    }
+    static T hmax(R a) { return a; }
+    static T first(R a) { return a; }
+    using Acc = double;
+    static Acc acc_zero() { return 0.0; }
+    static void acc_add(Acc& a, R v) { a += double(v); }
+    static double acc_sum(const Acc& a) { return a; }
+    static Acc acc_load(const double* p) { return *p; }
+    static void acc_store(double* p, const Acc& a) { *p = a; }
+};
+
+using VF = Lane<float, uint32_t, 23, 127>;
+using VD = Lane<double, uint64_t, 52, 1023>;
+
+#include "softmax_impl.inc"
+
+extern const KernelTable table = {"scalar", kernel_set<VF>(), kernel_set<VD>()};
+
+}  // namespace scalar
+}  // namespace fastsoftmax

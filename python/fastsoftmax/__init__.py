@@ -1,0 +1,30 @@
+"""fastsoftmax: fast and accurate softmax, log_softmax and logsumexp on the CPU.
+
+The kernels are C++ with AVX2 and AVX-512 paths chosen at run time; see :func:`show_config`.
+"""
+
+from ._api import (
+    backend,
+    log_softmax,
+    log_softmax_backward,
+    logsumexp,
+    show_config,
+    softmax,
+    softmax_backward,
+    softmin,
+)
+from . import _api
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "backend",
+    "log_softmax",
+    "log_softmax_backward",
+    "logsumexp",
+    "show_config",
+    "softmax",
+    "softmax_backward",
+    "softmin",
+    "__version__",
+]

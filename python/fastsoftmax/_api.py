@@ -1,0 +1,460 @@
+"""Validation, dtype rules, axis handling and ``out=``; then the kernels or the NumPy path."""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+import warnings
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from . import _numpy
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # NumPy < 1.25
+    from numpy import AxisError  # type: ignore[attr-defined,no-redef]
+
+try:
+    from . import _core
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    _core = None
+    warnings.warn(
+        f"fastsoftmax: the compiled kernels could not be imported ({exc}); using the NumPy "
+        "implementation. Reinstall with `pip install --force-reinstall fastsoftmax` to get them.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+_use_numpy = _core is None or os.environ.get("FASTSOFTMAX_ISA", "") == "numpy"
+if _core is not None and _core.selection_warning():
+    warnings.warn(_core.selection_warning(), RuntimeWarning, stacklevel=2)
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def backend() -> str:
+    """Name of the active path: ``"avx512"``, ``"avx2"``, ``"scalar"`` or ``"numpy"``.
+
+    Examples
+    --------
+    >>> import fastsoftmax
+    >>> fastsoftmax.backend() in ("avx512", "avx2", "scalar", "numpy")
+    True
+    """
+    return "numpy" if _use_numpy else _core.isa()
+
+
+def available_backends() -> list:
+    """The paths this machine can run, the NumPy one last."""
+    return (list(_core.available_isas()) if _core is not None else []) + ["numpy"]
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Force a path inside a ``with`` block (not thread-safe; for tests and benchmarks)."""
+    global _use_numpy
+    if name not in available_backends():
+        raise ValueError(f"backend must be one of {available_backends()}, got {name!r}")
+    saved_numpy, saved_isa = _use_numpy, (_core.isa() if _core is not None else None)
+    try:
+        _use_numpy = name == "numpy"
+        if not _use_numpy:
+            _core.select_isa(name)
+        yield
+    finally:
+        _use_numpy = saved_numpy
+        if saved_isa is not None:
+            _core.select_isa(saved_isa)
+
+
+def show_config() -> None:
+    """Print the version, the active and available paths, the compiler and its flags."""
+    from . import __version__
+
+    print(f"fastsoftmax {__version__}")
+    print(f"  active backend:     {backend()}")
+    print(f"  available backends: {', '.join(available_backends())}")
+    if _core is None:
+        print("  compiled kernels:   not importable (NumPy implementation in use)")
+        return
+    info = _core.build_info()
+    print(f"  compiler:           {info['compiler']}")
+    print(f"  build type:         {info['build_type']}")
+    for isa, flags in info["flags"].items():
+        print(f"  flags[{isa}]:{' ' * (10 - len(isa))}{flags}")
+    print(f"  numpy:              {np.__version__}")
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+
+
+def _as_real_array(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a real numeric array, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a real numeric array: {exc}") from None
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(
+            f"{name} must be a real floating, integer or boolean array, got dtype {arr.dtype}"
+        )
+    return arr
+
+
+def _result_dtype(dtype: np.dtype) -> np.dtype:
+    """Integers and booleans promote to float64 as NumPy does; floats keep their dtype."""
+    return dtype if dtype.kind == "f" else np.dtype(np.float64)
+
+
+def _compute_dtype(result: np.dtype) -> np.dtype:
+    """The dtype the work is done in: float16 is computed in float32."""
+    return np.dtype(np.float32) if result == np.float16 else result
+
+
+def _normalise_axis(axis: Any, ndim: int) -> int:
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an integer, got {type(axis).__name__}")
+    axis = operator.index(axis)
+    if not -ndim <= axis < ndim:
+        raise AxisError(axis, ndim)
+    return axis % ndim
+
+
+def _check_beta(beta: Any) -> float:
+    try:
+        b = float(beta)
+    except (TypeError, ValueError):
+        raise TypeError(f"beta must be a real number, got {type(beta).__name__}") from None
+    if np.isnan(b):
+        raise ValueError("beta must not be NaN")
+    return b
+
+
+def _check_out(out: Any, shape: tuple, dtype: np.dtype, inputs: tuple) -> Optional[np.ndarray]:
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {out.shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out must have dtype {dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    for a in inputs:
+        if _same_view(a, out):
+            continue
+        if np.may_share_memory(a, out) and np.shares_memory(a, out, max_work=10**6):
+            raise ValueError("out overlaps an input partly; pass the input itself (in place) or a separate array")
+    return out
+
+
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    return (
+        a.shape == b.shape
+        and a.strides == b.strides
+        and a.dtype.itemsize == b.dtype.itemsize
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )
+
+
+def _kernel_view(arrays: tuple, axis: int, dtype: np.dtype):
+    """C-contiguous views of the arrays in ``dtype`` and the axis in them.
+
+    A Fortran-ordered set is used through its transpose (no copy); anything else that is
+    not C-contiguous is copied.
+    """
+    ndim = arrays[0].ndim
+    if ndim > 1 and all(a.flags.f_contiguous and not a.flags.c_contiguous for a in arrays):
+        return tuple(np.asarray(a.T, dtype=dtype) for a in arrays), ndim - 1 - axis, True
+    return tuple(np.ascontiguousarray(a, dtype=dtype) for a in arrays), axis, False
+
+
+def _deliver(result: np.ndarray, out: Optional[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    if out is None:
+        return result.astype(dtype, copy=False)
+    if result is not out:
+        np.copyto(out, result, casting="unsafe")
+    return out
+
+
+def _kernel_dst(work: np.ndarray, out: Optional[np.ndarray], transposed: bool) -> np.ndarray:
+    """Where the kernel writes: ``out`` itself when its layout allows, else a new array."""
+    if out is not None and out.dtype == work.dtype:
+        view = out.T if transposed else out
+        if view.flags.c_contiguous:
+            return view
+    return np.empty_like(work)
+
+
+def _check_dtype(dtype: Any) -> Optional[np.dtype]:
+    if dtype is None:
+        return None
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}") from None
+    if dt.kind != "f":
+        raise TypeError(f"dtype must be a floating dtype (float16, float32, float64), got {dt}")
+    return dt
+
+
+def _forward(x: Any, axis: Any, beta: Any, out: Any, log: bool, dtype: Any = None) -> np.ndarray:
+    arr = _as_real_array(x, "x")
+    beta = _check_beta(beta)
+    dtype = _check_dtype(dtype) or _result_dtype(arr.dtype)
+    ax = _normalise_axis(axis, max(arr.ndim, 1))
+    out = _check_out(out, arr.shape, dtype, (arr,))
+    if arr.ndim == 0:
+        res = _forward(arr.reshape(1), 0, beta, None, log).reshape(())
+        return _deliver(res, out, dtype)
+    if np.isinf(beta):
+        return _deliver(_limit_forward(arr.astype(_compute_dtype(dtype)), ax, beta, log), out, dtype)
+    work_dtype = _compute_dtype(dtype)
+    if _use_numpy or work_dtype not in _KERNEL_DTYPES:
+        fn = _numpy.log_softmax if log else _numpy.softmax
+        res = fn(arr.astype(np.promote_types(work_dtype, np.float32), copy=False), ax, beta)
+        return _deliver(res, out, dtype)
+    (work,), kax, transposed = _kernel_view((arr,), ax, work_dtype)
+    dst = _kernel_dst(work, out, transposed)
+    _core.forward(work, dst, kax, beta, log)
+    res = dst.T if transposed else dst
+    return _deliver(res, out, dtype)
+
+
+def _limit_forward(x: np.ndarray, axis: int, beta: float, log: bool) -> np.ndarray:
+    """beta = +/-inf: arg max (arg min) as one-hot, ties sharing the mass."""
+    z = x if beta > 0 else -x
+    nan = np.isnan(z).any(axis=axis, keepdims=True)
+    m = np.max(np.where(np.isnan(z), -np.inf, z), axis=axis, keepdims=True, initial=-np.inf)
+    top = z == m
+    k = top.sum(axis=axis, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.where(top, -np.log(k), -np.inf) if log else top / k
+    return np.where(nan, np.nan, y).astype(x.dtype)
+
+
+def _backward(grad: Any, y: Any, axis: Any, beta: Any, out: Any, log: bool) -> np.ndarray:
+    g = _as_real_array(grad, "grad")
+    s = _as_real_array(y, "y")
+    if g.shape != s.shape:
+        raise ValueError(f"grad and y must have the same shape, got {g.shape} and {s.shape}")
+    beta = _check_beta(beta)
+    dtype = _result_dtype(np.result_type(g.dtype, s.dtype))
+    ax = _normalise_axis(axis, max(g.ndim, 1))
+    out = _check_out(out, g.shape, dtype, (g, s))
+    if g.ndim == 0:
+        res = _backward(g.reshape(1), s.reshape(1), 0, beta, None, log).reshape(())
+        return _deliver(res, out, dtype)
+    work_dtype = _compute_dtype(dtype)
+    if _use_numpy or work_dtype not in _KERNEL_DTYPES:
+        fn = _numpy.log_softmax_backward if log else _numpy.softmax_backward
+        wd = np.promote_types(work_dtype, np.float32)
+        return _deliver(fn(g.astype(wd, copy=False), s.astype(wd, copy=False), ax, beta), out, dtype)
+    (gw, sw), kax, transposed = _kernel_view((g, s), ax, work_dtype)
+    dst = _kernel_dst(gw, out, transposed)
+    _core.backward(gw, sw, dst, kax, beta, log)
+    res = dst.T if transposed else dst
+    return _deliver(res, out, dtype)
+
+
+def _logsumexp(x: Any, axis: Any, keepdims: bool, beta: Any, out: Any) -> np.ndarray:
+    arr = _as_real_array(x, "x")
+    beta = _check_beta(beta)
+    dtype = _result_dtype(arr.dtype)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+        _normalise_axis(axis, 1)
+        shape: tuple = ()
+        ax = 0
+    else:
+        ax = _normalise_axis(axis, arr.ndim)
+        shape = arr.shape[:ax] + ((1,) if keepdims else ()) + arr.shape[ax + 1 :]
+    out = _check_out(out, shape, dtype, (arr,))
+    work_dtype = _compute_dtype(dtype)
+    if np.isinf(beta):
+        z = arr.astype(work_dtype) * (1 if beta > 0 else -1)
+        nan = np.isnan(z).any(axis=ax)
+        m = np.max(np.where(np.isnan(z), -np.inf, z), axis=ax, initial=-np.inf)
+        with np.errstate(invalid="ignore"):
+            res = np.where(nan, np.nan, m * abs(beta)).reshape(shape)
+        return _deliver(res, out, dtype)
+    if _use_numpy or work_dtype not in _KERNEL_DTYPES:
+        wd = np.promote_types(work_dtype, np.float32)
+        res = _numpy.logsumexp(arr.astype(wd, copy=False), ax, False, beta).reshape(shape)
+        return _deliver(res, out, dtype)
+    work = np.ascontiguousarray(arr, dtype=work_dtype)
+    res = np.empty(work.shape[:ax] + work.shape[ax + 1 :], dtype=work_dtype)
+    _core.logsumexp(work, res, ax, beta)
+    return _deliver(res.reshape(shape), out, dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# The public functions
+
+
+def softmax(x: Any, axis: int = -1, *, beta: float = 1.0, dtype: Any = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+    r"""Softmax along an axis: ``exp(beta * x) / sum(exp(beta * x), axis)``.
+
+    Parameters
+    ----------
+    x : array_like
+        Real input. float32 and float64 keep their dtype; integers and booleans are
+        promoted to float64; float16 is computed in float32 and returned as float16.
+    axis : int, optional
+        The axis the probabilities run along (default: the last).
+    beta : float, optional
+        Inverse temperature: the result is ``softmax(beta * x)``. ``beta = 0`` gives the
+        uniform distribution, ``beta = inf`` the arg max as a one-hot vector (ties share the
+        mass), negative values soft-minimum. A base ``b`` corresponds to ``beta = log(b)``.
+    dtype : dtype, optional
+        Floating dtype to compute and return in, instead of the input's.
+    out : ndarray, optional
+        Where to write the result; it must have the result's shape and dtype and be
+        writeable. It may be ``x`` itself (in place) but must not overlap it partly.
+
+    Returns
+    -------
+    ndarray
+        Non-negative values that sum to 1 along ``axis``.
+
+    Notes
+    -----
+    One pass over the data computes the maximum and the normaliser together (online, block
+    by block), a second writes the result. Large values never overflow. A row containing NaN
+    gives NaN; a row of all -inf gives NaN; ``+inf`` entries share the whole mass (the limit).
+    C-contiguous and Fortran-ordered input is read in place along any axis; other
+    non-contiguous input is first copied to a contiguous buffer.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax as fs
+    >>> np.round(fs.softmax([1., 2., 3., 4., 1., 2., 3.]), 8)
+    array([0.02364054, 0.06426166, 0.1746813 , 0.474833  , 0.02364054,
+           0.06426166, 0.1746813 ])
+    >>> fs.softmax(np.array([1e38, 0.0, -1e38]))
+    array([1., 0., 0.])
+    >>> fs.softmax([1., 3., 3., 2.], beta=np.inf)
+    array([0. , 0.5, 0.5, 0. ])
+    """
+    return _forward(x, axis, beta, out, False, dtype)
+
+
+def log_softmax(x: Any, axis: int = -1, *, beta: float = 1.0, dtype: Any = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Logarithm of the softmax, computed as ``beta * x - logsumexp(beta * x)``.
+
+    Parameters and dtype rules are those of :func:`softmax`.
+
+    Notes
+    -----
+    Never computed as ``log(softmax(x))``: an online logsumexp pass, then one pass that
+    subtracts it (as a double-length constant, so that the subtraction rounds once).
+
+    Examples
+    --------
+    >>> import fastsoftmax as fs
+    >>> fs.log_softmax([1000., 1.])
+    array([   0., -999.])
+    """
+    return _forward(x, axis, beta, out, True, dtype)
+
+
+def softmin(x: Any, axis: int = -1, **kwargs: Any) -> np.ndarray:
+    """Soft minimum: :func:`softmax` with ``beta=-1``.
+
+    Examples
+    --------
+    >>> import fastsoftmax as fs
+    >>> fs.softmin([0., 0., 100.])
+    array([0.5, 0.5, 0. ])
+    """
+    if "beta" in kwargs:
+        raise TypeError("softmin takes no beta; use softmax(x, beta=-b)")
+    return _forward(x, axis, -1.0, kwargs.pop("out", None), False, kwargs.pop("dtype", None)) if not kwargs else _bad_kwargs("softmin", kwargs)
+
+
+def _bad_kwargs(name: str, kwargs: dict):
+    raise TypeError(f"{name}() got unexpected keyword arguments {sorted(kwargs)}")
+
+
+def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False, beta: float = 1.0, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``log(sum(exp(beta * x), axis)) / ...`` computed without overflow, in one read of ``x``.
+
+    Parameters
+    ----------
+    x : array_like
+        Real input (dtype rules of :func:`softmax`).
+    axis : int, optional
+        The axis to reduce (default: the last).
+    keepdims : bool, optional
+        Keep the reduced axis with length 1.
+    beta : float, optional
+        Multiplies ``x`` first: the result is ``logsumexp(beta * x)``.
+    out : ndarray, optional
+        Where to write the result (the reduced shape and the result dtype).
+
+    Returns
+    -------
+    ndarray
+        -inf for an empty axis or a row of all -inf; +inf where +inf occurs; NaN where NaN does.
+
+    Notes
+    -----
+    Computed as ``m + log1p(sum(exp(x - m)) - 1)`` around the maximum ``m``, with the terms
+    equal to the maximum counted exactly, so that tiny contributions are not lost.
+
+    Examples
+    --------
+    >>> import fastsoftmax as fs
+    >>> float(fs.logsumexp([0., -40.]))
+    4.248354255291589e-18
+    >>> float(fs.logsumexp([1000., 1000.]))
+    1000.6931471805599
+    """
+    return _logsumexp(x, axis, bool(keepdims), beta, out)
+
+
+def softmax_backward(grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Gradient of softmax with respect to its input: ``beta * y * (grad - sum(grad * y))``.
+
+    Parameters
+    ----------
+    grad : array_like
+        Gradient of the loss with respect to the softmax output.
+    y : array_like
+        The softmax output (same shape as ``grad``).
+    axis : int, optional
+        The axis softmax was taken along.
+    beta : float, optional
+        The inverse temperature the forward pass used.
+    out : ndarray, optional
+        Where to write the result; may be ``grad`` or ``y`` itself.
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax as fs
+    >>> y = fs.softmax([0., 0.])
+    >>> fs.softmax_backward([1., 0.], y)
+    array([ 0.25, -0.25])
+    """
+    return _backward(grad, y, axis, beta, out, False)
+
+
+def log_softmax_backward(grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Gradient of log_softmax with respect to its input: ``beta * (grad - exp(y) * sum(grad))``.
+
+    ``y`` is the log_softmax output. Other parameters as in :func:`softmax_backward`.
+
+    Examples
+    --------
+    >>> import fastsoftmax as fs
+    >>> y = fs.log_softmax([0., 0.])
+    >>> fs.log_softmax_backward([1., 0.], y)
+    array([ 0.5, -0.5])
+    """
+    return _backward(grad, y, axis, beta, out, True)

@@ -1,0 +1,77 @@
+"""The softmax family in NumPy, with the same semantics as the kernels.
+
+Used when the compiled extension is missing, when ``FASTSOFTMAX_ISA=numpy`` is set, and for
+dtypes without a kernel. Inputs are already validated arrays; results are computed in at
+least float64 and returned in the input's dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _work(x: np.ndarray, beta: float) -> np.ndarray:
+    # beta * x is rounded in the input's dtype, as the kernels do, then widened.
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = x * x.dtype.type(beta) if beta != 1.0 else x
+    return z.astype(np.promote_types(x.dtype, np.float64), copy=False)
+
+
+def _row_stats(z: np.ndarray, axis: int):
+    """Max over non-NaN entries, sum of exp(z - max) below the max, ties, NaN and +inf counts."""
+    nan = np.isnan(z).any(axis=axis, keepdims=True)
+    posinf = z == np.inf
+    k_inf = posinf.sum(axis=axis, keepdims=True)
+    m = np.max(np.where(np.isnan(z), -np.inf, z), axis=axis, keepdims=True, initial=-np.inf)
+    finite_m = np.where(np.isfinite(m), m, 0)
+    below = z < m
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        rest = np.where(below, np.exp(np.where(below, z, finite_m) - finite_m), 0).sum(axis=axis, keepdims=True)
+    ties = (z == m).sum(axis=axis, keepdims=True)
+    return m, rest, ties, nan, posinf, k_inf
+
+
+def logsumexp(x: np.ndarray, axis: int, keepdims: bool = False, beta: float = 1.0) -> np.ndarray:
+    z = _work(x, beta)
+    m, rest, ties, nan, _, _ = _row_stats(z, axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lse = np.where(np.isfinite(m), m + np.log1p(rest + (ties - 1)), m)
+    lse = np.where(nan, np.nan, lse)
+    if not keepdims:
+        lse = np.squeeze(lse, axis=axis)
+    return lse.astype(x.dtype, copy=False)
+
+
+def softmax(x: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
+    z = _work(x, beta)
+    m, rest, ties, nan, posinf, k_inf = _row_stats(z, axis)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
+        y = np.exp(z - m) / (rest + ties)  # a row of all -inf gives NaN through -inf - -inf
+        y = np.where(k_inf > 0, posinf / k_inf, y)
+    y = np.where(nan, np.nan, y)
+    return y.astype(x.dtype, copy=False)
+
+
+def log_softmax(x: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
+    z = _work(x, beta)
+    m, rest, ties, nan, posinf, k_inf = _row_stats(z, axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lse = m + np.log1p(rest + (ties - 1))
+        y = z - lse  # -inf rows: -inf - -inf = NaN
+        y = np.where(k_inf > 0, np.where(posinf, -np.log(k_inf), -np.inf), y)
+    y = np.where(nan, np.nan, y)
+    return y.astype(x.dtype, copy=False)
+
+
+def softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
+    wide = np.promote_types(grad.dtype, np.float64)
+    g, s = grad.astype(wide), y.astype(wide)
+    dot = (g * s).sum(axis=axis, keepdims=True)
+    return (beta * s * (g - dot)).astype(grad.dtype, copy=False)
+
+
+def log_softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
+    wide = np.promote_types(grad.dtype, np.float64)
+    g, s = grad.astype(wide), y.astype(wide)
+    total = g.sum(axis=axis, keepdims=True)
+    return (beta * (g - np.exp(s) * total)).astype(grad.dtype, copy=False)
