@@ -31,6 +31,7 @@ struct VF {
     static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
     static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
     static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+    static R fms(R a, R b, R c) { return _mm256_fmsub_ps(a, b, c); }
     static R fnma(R a, R b, R c) { return _mm256_fnmadd_ps(a, b, c); }
     static R max(R a, R b) { return _mm256_max_ps(a, b); }
     static R select(M m, R a, R b) { return _mm256_blendv_ps(b, a, m); }
@@ -57,15 +58,16 @@ struct VF {
         a.lo = _mm256_add_pd(a.lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
         a.hi = _mm256_add_pd(a.hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
     }
-    static double acc_sum(const Acc& a) {
+    static long double acc_sum(const Acc& a) {
         __m256d s = _mm256_add_pd(a.lo, a.hi);
         __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
         return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
     }
-    static Acc acc_load(const double* p) { return {_mm256_loadu_pd(p), _mm256_loadu_pd(p + 4)}; }
-    static void acc_store(double* p, const Acc& a) {
-        _mm256_storeu_pd(p, a.lo);
-        _mm256_storeu_pd(p + 4, a.hi);
+    static long double acc_lane(const Acc& a, int k) {
+        alignas(32) double v[8];
+        _mm256_store_pd(v, a.lo);
+        _mm256_store_pd(v + 4, a.hi);
+        return v[k];
     }
 };
 
@@ -88,6 +90,7 @@ struct VD {
     static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
     static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
     static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+    static R fms(R a, R b, R c) { return _mm256_fmsub_pd(a, b, c); }
     static R fnma(R a, R b, R c) { return _mm256_fnmadd_pd(a, b, c); }
     static R max(R a, R b) { return _mm256_max_pd(a, b); }
     static R select(M m, R a, R b) { return _mm256_blendv_pd(b, a, m); }
@@ -108,15 +111,25 @@ struct VD {
         return _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)));
     }
     static T first(R a) { return _mm256_cvtsd_f64(a); }
-    using Acc = __m256d;
-    static Acc acc_zero() { return _mm256_setzero_pd(); }
-    static void acc_add(Acc& a, R v) { a = _mm256_add_pd(a, v); }
-    static double acc_sum(const Acc& a) {
-        __m128d h = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
-        return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    struct Acc { R s, c; };  // sum and the rounding errors of its additions (two-sum)
+    static Acc acc_zero() { return {_mm256_setzero_pd(), _mm256_setzero_pd()}; }
+    static void acc_add(Acc& a, R v) {
+        R t = _mm256_add_pd(a.s, v), vv = _mm256_sub_pd(t, a.s);
+        R err = _mm256_add_pd(_mm256_sub_pd(a.s, _mm256_sub_pd(t, vv)), _mm256_sub_pd(v, vv));
+        a.c = _mm256_add_pd(a.c, err);
+        a.s = t;
     }
-    static Acc acc_load(const double* p) { return _mm256_loadu_pd(p); }
-    static void acc_store(double* p, const Acc& a) { _mm256_storeu_pd(p, a); }
+    static long double acc_lane(const Acc& a, int k) {
+        alignas(32) double s[4], c[4];
+        _mm256_store_pd(s, a.s);
+        _mm256_store_pd(c, a.c);
+        return (long double)s[k] + c[k];
+    }
+    static long double acc_sum(const Acc& a) {
+        long double t = 0;
+        for (int k = 0; k < W; ++k) t += acc_lane(a, k);
+        return t;
+    }
 };
 
 #include "softmax_impl.inc"

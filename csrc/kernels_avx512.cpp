@@ -28,6 +28,7 @@ struct VF {
     static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
     static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
     static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+    static R fms(R a, R b, R c) { return _mm512_fmsub_ps(a, b, c); }
     static R fnma(R a, R b, R c) { return _mm512_fnmadd_ps(a, b, c); }
     static R max(R a, R b) { return _mm512_max_ps(a, b); }
     static R select(M m, R a, R b) { return _mm512_mask_blend_ps(m, b, a); }
@@ -42,11 +43,12 @@ struct VF {
         a.lo = _mm512_add_pd(a.lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
         a.hi = _mm512_add_pd(a.hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
     }
-    static double acc_sum(const Acc& a) { return _mm512_reduce_add_pd(_mm512_add_pd(a.lo, a.hi)); }
-    static Acc acc_load(const double* p) { return {_mm512_loadu_pd(p), _mm512_loadu_pd(p + 8)}; }
-    static void acc_store(double* p, const Acc& a) {
-        _mm512_storeu_pd(p, a.lo);
-        _mm512_storeu_pd(p + 8, a.hi);
+    static long double acc_sum(const Acc& a) { return _mm512_reduce_add_pd(_mm512_add_pd(a.lo, a.hi)); }
+    static long double acc_lane(const Acc& a, int k) {
+        alignas(64) double v[16];
+        _mm512_store_pd(v, a.lo);
+        _mm512_store_pd(v + 8, a.hi);
+        return v[k];
     }
 };
 
@@ -66,6 +68,7 @@ struct VD {
     static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
     static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
     static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+    static R fms(R a, R b, R c) { return _mm512_fmsub_pd(a, b, c); }
     static R fnma(R a, R b, R c) { return _mm512_fnmadd_pd(a, b, c); }
     static R max(R a, R b) { return _mm512_max_pd(a, b); }
     static R select(M m, R a, R b) { return _mm512_mask_blend_pd(m, b, a); }
@@ -74,12 +77,25 @@ struct VD {
     static R scalef(R a, R k) { return _mm512_scalef_pd(a, k); }
     static T hmax(R a) { return _mm512_reduce_max_pd(a); }
     static T first(R a) { return _mm512_cvtsd_f64(a); }
-    using Acc = __m512d;
-    static Acc acc_zero() { return _mm512_setzero_pd(); }
-    static void acc_add(Acc& a, R v) { a = _mm512_add_pd(a, v); }
-    static double acc_sum(const Acc& a) { return _mm512_reduce_add_pd(a); }
-    static Acc acc_load(const double* p) { return _mm512_loadu_pd(p); }
-    static void acc_store(double* p, const Acc& a) { _mm512_storeu_pd(p, a); }
+    struct Acc { R s, c; };  // sum and the rounding errors of its additions (two-sum)
+    static Acc acc_zero() { return {_mm512_setzero_pd(), _mm512_setzero_pd()}; }
+    static void acc_add(Acc& a, R v) {
+        R t = _mm512_add_pd(a.s, v), vv = _mm512_sub_pd(t, a.s);
+        R err = _mm512_add_pd(_mm512_sub_pd(a.s, _mm512_sub_pd(t, vv)), _mm512_sub_pd(v, vv));
+        a.c = _mm512_add_pd(a.c, err);
+        a.s = t;
+    }
+    static long double acc_lane(const Acc& a, int k) {
+        alignas(64) double s[8], c[8];
+        _mm512_store_pd(s, a.s);
+        _mm512_store_pd(c, a.c);
+        return (long double)s[k] + c[k];
+    }
+    static long double acc_sum(const Acc& a) {
+        long double t = 0;
+        for (int k = 0; k < W; ++k) t += acc_lane(a, k);
+        return t;
+    }
 };
 
 #include "softmax_impl.inc"

@@ -29,6 +29,7 @@ struct Lane {
     static R sub(R a, R b) { return a - b; }
     static R mul(R a, R b) { return a * b; }
     static R fma(R a, R b, R c) { return std::fma(a, b, c); }
+    static R fms(R a, R b, R c) { return std::fma(a, b, -c); }
     static R fnma(R a, R b, R c) { return std::fma(-a, b, c); }
     static R max(R a, R b) { return a > b ? a : b; }  // b when either is NaN, as on x86
     static R select(M m, R a, R b) { return m ? a : b; }
@@ -53,12 +54,17 @@ struct Lane {
     }
     static T hmax(R a) { return a; }
     static T first(R a) { return a; }
-    using Acc = double;
-    static Acc acc_zero() { return 0.0; }
-    static void acc_add(Acc& a, R v) { a += double(v); }
-    static double acc_sum(const Acc& a) { return a; }
-    static Acc acc_load(const double* p) { return *p; }
-    static void acc_store(double* p, const Acc& a) { *p = a; }
+    // Sum and the rounding errors of its additions (two-sum); for float the error term stays 0
+    // in practice, as double holds every float term exactly.
+    struct Acc { double s, c; };
+    static Acc acc_zero() { return {0.0, 0.0}; }
+    static void acc_add(Acc& a, R v) {
+        const double x = double(v), t = a.s + x, vv = t - a.s;
+        a.c += (a.s - (t - vv)) + (x - vv);
+        a.s = t;
+    }
+    static long double acc_sum(const Acc& a) { return (long double)a.s + a.c; }
+    static long double acc_lane(const Acc& a, int) { return acc_sum(a); }
 };
 
 using VF = Lane<float, uint32_t, 23, 127>;
