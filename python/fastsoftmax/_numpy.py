@@ -1,8 +1,9 @@
 """The softmax family in NumPy, with the same semantics as the kernels.
 
 Used when the compiled extension is missing, when ``FASTSOFTMAX_ISA=numpy`` is set, and for
-dtypes without a kernel. Inputs are already validated arrays; results are computed in at
-least float64 and returned in the input's dtype.
+dtypes without a kernel. Inputs are already validated arrays; results are computed in a wider
+type (float64 for float32, long double for float64, where the platform has one) and returned in the
+input's dtype.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def _wide(dtype: np.dtype) -> np.dtype:
+    return np.dtype(np.longdouble) if dtype.itemsize >= 8 else np.dtype(np.float64)
+
+
 def _work(x: np.ndarray, beta: float) -> np.ndarray:
     # beta * x is rounded in the input's dtype, as the kernels do, then widened.
     with np.errstate(invalid="ignore", over="ignore"):
         z = x * x.dtype.type(beta) if beta != 1.0 else x
-    return z.astype(np.promote_types(x.dtype, np.float64), copy=False)
+    return z.astype(_wide(x.dtype), copy=False)
 
 
 def _row_stats(z: np.ndarray, axis: int):
@@ -64,14 +69,14 @@ def log_softmax(x: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
 
 
 def softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
-    wide = np.promote_types(grad.dtype, np.float64)
+    wide = _wide(grad.dtype)
     g, s = grad.astype(wide), y.astype(wide)
     dot = (g * s).sum(axis=axis, keepdims=True)
     return (beta * s * (g - dot)).astype(grad.dtype, copy=False)
 
 
 def log_softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
-    wide = np.promote_types(grad.dtype, np.float64)
+    wide = _wide(grad.dtype)
     g, s = grad.astype(wide), y.astype(wide)
     total = g.sum(axis=axis, keepdims=True)
     return (beta * (g - np.exp(s) * total)).astype(grad.dtype, copy=False)
