@@ -47,32 +47,67 @@ void same(const py::array& a, const py::array& b, const char* what) {
         throw py::value_error(std::string(what) + " must match the input's shape and dtype");
 }
 
+// where= as a Selection; the array must have the input's shape, one byte per entry, and be
+// C-contiguous unless the axis is the row axis (then its stride along the axis is 0 or 1).
+struct SelectionArg {
+    Selection sel;
+    const Selection* ptr = nullptr;
+};
+
+SelectionArg selection_of(const py::object& where, const std::vector<int64_t>& shape, int64_t axis,
+                          const Layout& lay) {
+    SelectionArg out;
+    if (where.is_none()) return out;
+    py::array w = py::reinterpret_borrow<py::array>(where);
+    if (w.itemsize() != 1 || (w.dtype().kind() != 'b' && w.dtype().kind() != 'u'))
+        throw py::type_error("where must be a boolean array");
+    if (shape_of(w) != shape) throw py::value_error("where must have the input's shape");
+    if (int64_t(shape.size()) > Selection::max_dims) throw py::value_error("too many dimensions");
+    out.sel.data = static_cast<const uint8_t*>(w.data());
+    if (lay.inner == 1) {
+        out.sel.axis_stride = shape[axis] > 1 ? w.strides()[axis] : 1;
+        if (out.sel.axis_stride != 0 && out.sel.axis_stride != 1)
+            throw py::value_error("where must have stride 0 or 1 along the axis");
+        out.sel.outer_ndim = int(axis);
+        for (int64_t d = 0; d < axis; ++d) {
+            out.sel.outer_shape[d] = shape[d];
+            out.sel.outer_strides[d] = w.strides()[d];
+        }
+    } else {
+        require_c_contiguous(w, "where");
+    }
+    out.ptr = &out.sel;
+    return out;
+}
+
 Normaliser normaliser(bool log) { return log ? Normaliser::log_softmax : Normaliser::softmax; }
 
-void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool log) {
+void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool log, const py::object& where) {
     const Kind k = kind_of(x, "x");
     same(x, out, "out");
     require_c_contiguous(x, "x");
     require_c_contiguous(out, "out");
     require_writeable(out, "out");
     const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
+    const SelectionArg sel = selection_of(where, shape_of(x), axis, lay);
     const KernelTable& kt = active_kernels();
     const void* src = x.data();
     void* dst = out.mutable_data();
     py::gil_scoped_release release;
     if (k == Kind::f32)
-        kt.f32.forward(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta), normaliser(log));
+        kt.f32.forward(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta), normaliser(log), sel.ptr);
     else
-        kt.f64.forward(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, normaliser(log));
+        kt.f64.forward(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, normaliser(log), sel.ptr);
 }
 
-void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta) {
+void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta, const py::object& where) {
     const Kind k = kind_of(x, "x");
     require_c_contiguous(x, "x");
     require_c_contiguous(out, "out");
     require_writeable(out, "out");
     auto shape = shape_of(x);
     const Layout lay = layout_of(shape, checked_axis(x, axis));
+    const SelectionArg sel = selection_of(where, shape, axis, lay);
     shape.erase(shape.begin() + axis);
     if (!out.dtype().is(x.dtype()) || shape_of(out) != shape)
         throw py::value_error("out must have the input's shape without the axis, and its dtype");
@@ -81,13 +116,13 @@ void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta) {
     void* dst = out.mutable_data();
     py::gil_scoped_release release;
     if (k == Kind::f32)
-        kt.f32.logsumexp(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta));
+        kt.f32.logsumexp(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta), sel.ptr);
     else
-        kt.f64.logsumexp(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta);
+        kt.f64.logsumexp(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, sel.ptr);
 }
 
 void backward(const py::array& grad, const py::array& y, py::array& out, int64_t axis, double beta,
-              bool log) {
+              bool log, const py::object& where) {
     const Kind k = kind_of(grad, "grad");
     same(grad, y, "y");
     same(grad, out, "out");
@@ -96,16 +131,17 @@ void backward(const py::array& grad, const py::array& y, py::array& out, int64_t
     require_c_contiguous(out, "out");
     require_writeable(out, "out");
     const Layout lay = layout_of(shape_of(grad), checked_axis(grad, axis));
+    const SelectionArg sel = selection_of(where, shape_of(grad), axis, lay);
     const KernelTable& kt = active_kernels();
     const void *g = grad.data(), *s = y.data();
     void* d = out.mutable_data();
     py::gil_scoped_release release;
     if (k == Kind::f32)
         kt.f32.backward(static_cast<const float*>(g), static_cast<const float*>(s), static_cast<float*>(d), lay,
-                        float(beta), normaliser(log));
+                        float(beta), normaliser(log), sel.ptr);
     else
         kt.f64.backward(static_cast<const double*>(g), static_cast<const double*>(s), static_cast<double*>(d), lay,
-                        beta, normaliser(log));
+                        beta, normaliser(log), sel.ptr);
 }
 
 #define FS_STR2(x) #x
@@ -137,10 +173,12 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastsoftmax kernels (private: use the fastsoftmax package)";
-    m.def("forward", &forward, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"), py::arg("log"));
-    m.def("logsumexp", &logsumexp, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"));
+    m.def("forward", &forward, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"), py::arg("log"),
+          py::arg("where") = py::none());
+    m.def("logsumexp", &logsumexp, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"),
+          py::arg("where") = py::none());
     m.def("backward", &backward, py::arg("grad"), py::arg("y"), py::arg("out"), py::arg("axis"), py::arg("beta"),
-          py::arg("log"));
+          py::arg("log"), py::arg("where") = py::none());
     m.def("isa", [] { return std::string(active_kernels().name); });
     m.def("available_isas", &available_isas);
     m.def("select_isa", &select_isa, py::arg("name"));

@@ -14,16 +14,38 @@ struct Layout {
     int64_t inner;
 };
 
+// where=: a uint8 array broadcast to the input's shape. For rows (inner == 1) the selection
+// of row o starts at row_offset(o) and steps by axis_stride (0 or 1); for any other axis it
+// is C-contiguous with the input's shape.
+struct Selection {
+    static constexpr int max_dims = 64;
+    const uint8_t* data = nullptr;
+    int64_t axis_stride = 1;
+    int outer_ndim = 0;
+    int64_t outer_shape[max_dims] = {};
+    int64_t outer_strides[max_dims] = {};  // in bytes, 0 where broadcast
+
+    int64_t row_offset(int64_t o) const {
+        int64_t off = 0;
+        for (int d = outer_ndim - 1; d >= 0; --d) {
+            off += (o % outer_shape[d]) * outer_strides[d];
+            o /= outer_shape[d];
+        }
+        return off;
+    }
+};
+
 enum class Normaliser : int { softmax = 0, log_softmax = 1 };
 
 template <class T>
 struct KernelSet {
     // y = softmax(beta * x) or log_softmax(beta * x) along the axis; y may equal x.
-    void (*forward)(const T* x, T* y, Layout lay, T beta, Normaliser what);
+    // Entries outside `where` (if not null) take no part and read 0 (softmax) or -inf.
+    void (*forward)(const T* x, T* y, Layout lay, T beta, Normaliser what, const Selection* where);
     // out[o, i] = logsumexp(beta * x[o, :, i]).
-    void (*logsumexp)(const T* x, T* out, Layout lay, T beta);
-    // dx from the output y and its gradient dy; dx may equal dy or y.
-    void (*backward)(const T* dy, const T* y, T* dx, Layout lay, T beta, Normaliser what);
+    void (*logsumexp)(const T* x, T* out, Layout lay, T beta, const Selection* where);
+    // dx from the output y and its gradient dy; dx may equal dy or y; 0 outside `where`.
+    void (*backward)(const T* dy, const T* y, T* dx, Layout lay, T beta, Normaliser what, const Selection* where);
 };
 
 struct KernelTable {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -52,6 +53,15 @@ struct VF {
         return _mm_cvtss_f32(m);
     }
     static T first(R a) { return _mm256_cvtss_f32(a); }
+    static M sel_from(__m128i b) {
+        return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_cvtepu8_epi32(b), _mm256_setzero_si256()));
+    }
+    static M sel_load(const uint8_t* p) { return sel_from(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+    static M sel_loadp(const uint8_t* p, int64_t k) {
+        uint64_t v = 0;
+        std::memcpy(&v, p, size_t(k));
+        return sel_from(_mm_cvtsi64_si128(int64_t(v)));
+    }
     struct Acc { __m256d lo, hi; };
     static Acc acc_zero() { return {_mm256_setzero_pd(), _mm256_setzero_pd()}; }
     static void acc_add(Acc& a, R v) {
@@ -111,6 +121,19 @@ struct VD {
         return _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)));
     }
     static T first(R a) { return _mm256_cvtsd_f64(a); }
+    static M sel_from(__m128i b) {
+        return _mm256_castsi256_pd(_mm256_cmpgt_epi64(_mm256_cvtepu8_epi64(b), _mm256_setzero_si256()));
+    }
+    static M sel_load(const uint8_t* p) {
+        int32_t v;
+        std::memcpy(&v, p, 4);
+        return sel_from(_mm_cvtsi32_si128(v));
+    }
+    static M sel_loadp(const uint8_t* p, int64_t k) {
+        int32_t v = 0;
+        std::memcpy(&v, p, size_t(k));
+        return sel_from(_mm_cvtsi32_si128(v));
+    }
     struct Acc { R s, c; };  // sum and the rounding errors of its additions (two-sum)
     static Acc acc_zero() { return {_mm256_setzero_pd(), _mm256_setzero_pd()}; }
     static void acc_add(Acc& a, R v) {

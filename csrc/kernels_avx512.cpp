@@ -36,6 +36,14 @@ struct VF {
     static R round(R a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static R scalef(R a, R k) { return _mm512_scalef_ps(a, k); }
     static T hmax(R a) { return _mm512_reduce_max_ps(a); }
+    static M sel_load(const uint8_t* p) {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+        return _mm_test_epi8_mask(b, b);
+    }
+    static M sel_loadp(const uint8_t* p, int64_t k) {
+        const __m128i b = _mm_maskz_loadu_epi8(__mmask16((1u << k) - 1u), p);
+        return _mm_test_epi8_mask(b, b);
+    }
     static T first(R a) { return _mm512_cvtss_f32(a); }
     struct Acc { __m512d lo, hi; };
     static Acc acc_zero() { return {_mm512_setzero_pd(), _mm512_setzero_pd()}; }
@@ -76,6 +84,14 @@ struct VD {
     static R round(R a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static R scalef(R a, R k) { return _mm512_scalef_pd(a, k); }
     static T hmax(R a) { return _mm512_reduce_max_pd(a); }
+    static M sel_load(const uint8_t* p) {
+        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+        return M(_mm_test_epi8_mask(b, b));
+    }
+    static M sel_loadp(const uint8_t* p, int64_t k) {
+        const __m128i b = _mm_maskz_loadu_epi8(__mmask16((1u << k) - 1u), p);
+        return M(_mm_test_epi8_mask(b, b));
+    }
     static T first(R a) { return _mm512_cvtsd_f64(a); }
     struct Acc { R s, c; };  // sum and the rounding errors of its additions (two-sum)
     static Acc acc_zero() { return {_mm512_setzero_pd(), _mm512_setzero_pd()}; }

@@ -53,6 +53,8 @@ struct Lane {
         return a * pow2(k1) * pow2(ki - k1);
     }
     static T hmax(R a) { return a; }
+    static M sel_load(const uint8_t* p) { return *p != 0; }
+    static M sel_loadp(const uint8_t* p, int64_t k) { return k > 0 && *p != 0; }
     static T first(R a) { return a; }
     // Sum and the rounding errors of its additions (two-sum); for float the error term stays 0
     // in practice, as double holds every float term exactly.

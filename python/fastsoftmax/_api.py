@@ -135,6 +135,32 @@ def _check_beta(beta: Any) -> float:
     return b
 
 
+def _check_where(where: Any, shape: tuple) -> Optional[np.ndarray]:
+    """``where=`` as a read-only boolean view broadcast to ``shape``, or None."""
+    if where is None:
+        return None
+    w = np.asarray(where)
+    if w.dtype != np.bool_:
+        raise TypeError(f"where must be a boolean array, got dtype {w.dtype}")
+    try:
+        return np.broadcast_to(w, shape)
+    except ValueError:
+        raise ValueError(f"where of shape {w.shape} cannot be broadcast to the input's shape {shape}") from None
+
+
+def _kernel_where(w: Optional[np.ndarray], axis: int, transposed: bool) -> Optional[np.ndarray]:
+    """The selection as the kernels read it: bytes with stride 0 or 1 along a row axis,
+    otherwise C-contiguous."""
+    if w is None:
+        return None
+    if transposed:
+        w = w.T
+    rows = all(d == 1 for d in w.shape[axis + 1 :])
+    if not (rows and (w.shape[axis] <= 1 or w.strides[axis] in (0, 1))):
+        w = np.ascontiguousarray(w)
+    return w.view(np.uint8)
+
+
 def _check_out(out: Any, shape: tuple, dtype: np.dtype, inputs: tuple) -> Optional[np.ndarray]:
     if out is None:
         return None
@@ -204,42 +230,49 @@ def _check_dtype(dtype: Any) -> Optional[np.dtype]:
     return dt
 
 
-def _forward(x: Any, axis: Any, beta: Any, out: Any, log: bool, dtype: Any = None) -> np.ndarray:
+def _forward(x: Any, axis: Any, beta: Any, out: Any, log: bool, dtype: Any = None, where: Any = None) -> np.ndarray:
     arr = _as_real_array(x, "x")
     beta = _check_beta(beta)
     dtype = _check_dtype(dtype) or _result_dtype(arr.dtype)
     ax = _normalise_axis(axis, max(arr.ndim, 1))
     out = _check_out(out, arr.shape, dtype, (arr,))
     if arr.ndim == 0:
-        res = _forward(arr.reshape(1), 0, beta, None, log).reshape(())
+        w0 = None if where is None else np.asarray(_check_where(where, ())).reshape(1)
+        res = _forward(arr.reshape(1), 0, beta, None, log, dtype, w0).reshape(())
         return _deliver(res, out, dtype)
-    if np.isinf(beta):
-        return _deliver(_limit_forward(arr.astype(_compute_dtype(dtype)), ax, beta, log), out, dtype)
+    sel = _check_where(where, arr.shape)
     work_dtype = _compute_dtype(dtype)
+    if np.isinf(beta):
+        return _deliver(_limit_forward(arr.astype(work_dtype), ax, beta, log, sel), out, dtype)
     if _use_numpy or work_dtype not in _KERNEL_DTYPES:
         fn = _numpy.log_softmax if log else _numpy.softmax
-        res = fn(arr.astype(np.promote_types(work_dtype, np.float32), copy=False), ax, beta)
+        res = fn(arr.astype(np.promote_types(work_dtype, np.float32), copy=False), ax, beta, sel)
         return _deliver(res, out, dtype)
     (work,), kax, transposed = _kernel_view((arr,), ax, work_dtype)
     dst = _kernel_dst(work, out, transposed)
-    _core.forward(work, dst, kax, beta, log)
+    _core.forward(work, dst, kax, beta, log, _kernel_where(sel, kax, transposed))
     res = dst.T if transposed else dst
     return _deliver(res, out, dtype)
 
 
-def _limit_forward(x: np.ndarray, axis: int, beta: float, log: bool) -> np.ndarray:
+def _limit_forward(x: np.ndarray, axis: int, beta: float, log: bool, where: Optional[np.ndarray]) -> np.ndarray:
     """beta = +/-inf: arg max (arg min) as one-hot, ties sharing the mass."""
     z = x if beta > 0 else -x
+    if where is not None:
+        z = np.where(where, z, -np.inf)
     nan = np.isnan(z).any(axis=axis, keepdims=True)
     m = np.max(np.where(np.isnan(z), -np.inf, z), axis=axis, keepdims=True, initial=-np.inf)
     top = z == m
     k = top.sum(axis=axis, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         y = np.where(top, -np.log(k), -np.inf) if log else top / k
-    return np.where(nan, np.nan, y).astype(x.dtype)
+    y = np.where(nan, np.nan, y)
+    if where is not None:
+        y = np.where(where & where.any(axis=axis, keepdims=True), y, -np.inf if log else 0.0)
+    return y.astype(x.dtype)
 
 
-def _backward(grad: Any, y: Any, axis: Any, beta: Any, out: Any, log: bool) -> np.ndarray:
+def _backward(grad: Any, y: Any, axis: Any, beta: Any, out: Any, log: bool, where: Any = None) -> np.ndarray:
     g = _as_real_array(grad, "grad")
     s = _as_real_array(y, "y")
     if g.shape != s.shape:
@@ -249,25 +282,28 @@ def _backward(grad: Any, y: Any, axis: Any, beta: Any, out: Any, log: bool) -> n
     ax = _normalise_axis(axis, max(g.ndim, 1))
     out = _check_out(out, g.shape, dtype, (g, s))
     if g.ndim == 0:
-        res = _backward(g.reshape(1), s.reshape(1), 0, beta, None, log).reshape(())
+        w0 = None if where is None else np.asarray(_check_where(where, ())).reshape(1)
+        res = _backward(g.reshape(1), s.reshape(1), 0, beta, None, log, w0).reshape(())
         return _deliver(res, out, dtype)
+    sel = _check_where(where, g.shape)
     work_dtype = _compute_dtype(dtype)
     if _use_numpy or work_dtype not in _KERNEL_DTYPES:
         fn = _numpy.log_softmax_backward if log else _numpy.softmax_backward
         wd = np.promote_types(work_dtype, np.float32)
-        return _deliver(fn(g.astype(wd, copy=False), s.astype(wd, copy=False), ax, beta), out, dtype)
+        return _deliver(fn(g.astype(wd, copy=False), s.astype(wd, copy=False), ax, beta, sel), out, dtype)
     (gw, sw), kax, transposed = _kernel_view((g, s), ax, work_dtype)
     dst = _kernel_dst(gw, out, transposed)
-    _core.backward(gw, sw, dst, kax, beta, log)
+    _core.backward(gw, sw, dst, kax, beta, log, _kernel_where(sel, kax, transposed))
     res = dst.T if transposed else dst
     return _deliver(res, out, dtype)
 
 
-def _logsumexp(x: Any, axis: Any, keepdims: bool, beta: Any, out: Any) -> np.ndarray:
+def _logsumexp(x: Any, axis: Any, keepdims: bool, beta: Any, out: Any, where: Any = None) -> np.ndarray:
     arr = _as_real_array(x, "x")
     beta = _check_beta(beta)
     dtype = _result_dtype(arr.dtype)
     if arr.ndim == 0:
+        sel = None if where is None else np.asarray(_check_where(where, ())).reshape(1)
         arr = arr.reshape(1)
         _normalise_axis(axis, 1)
         shape: tuple = ()
@@ -275,22 +311,18 @@ def _logsumexp(x: Any, axis: Any, keepdims: bool, beta: Any, out: Any) -> np.nda
     else:
         ax = _normalise_axis(axis, arr.ndim)
         shape = arr.shape[:ax] + ((1,) if keepdims else ()) + arr.shape[ax + 1 :]
+        sel = _check_where(where, arr.shape)
     out = _check_out(out, shape, dtype, (arr,))
     work_dtype = _compute_dtype(dtype)
     if np.isinf(beta):
-        z = arr.astype(work_dtype) * (1 if beta > 0 else -1)
-        nan = np.isnan(z).any(axis=ax)
-        m = np.max(np.where(np.isnan(z), -np.inf, z), axis=ax, initial=-np.inf)
-        with np.errstate(invalid="ignore"):
-            res = np.where(nan, np.nan, m * abs(beta)).reshape(shape)
-        return _deliver(res, out, dtype)
+        raise ValueError("beta must be finite for logsumexp")
     if _use_numpy or work_dtype not in _KERNEL_DTYPES:
         wd = np.promote_types(work_dtype, np.float32)
-        res = _numpy.logsumexp(arr.astype(wd, copy=False), ax, False, beta).reshape(shape)
+        res = _numpy.logsumexp(arr.astype(wd, copy=False), ax, False, beta, sel).reshape(shape)
         return _deliver(res, out, dtype)
     work = np.ascontiguousarray(arr, dtype=work_dtype)
     res = np.empty(work.shape[:ax] + work.shape[ax + 1 :], dtype=work_dtype)
-    _core.logsumexp(work, res, ax, beta)
+    _core.logsumexp(work, res, ax, beta, _kernel_where(sel, ax, False))
     return _deliver(res.reshape(shape), out, dtype)
 
 
@@ -298,7 +330,9 @@ def _logsumexp(x: Any, axis: Any, keepdims: bool, beta: Any, out: Any) -> np.nda
 # The public functions
 
 
-def softmax(x: Any, axis: int = -1, *, beta: float = 1.0, dtype: Any = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+def softmax(
+    x: Any, axis: int = -1, *, beta: float = 1.0, where: Any = None, dtype: Any = None, out: Optional[np.ndarray] = None
+) -> np.ndarray:
     r"""Softmax along an axis: ``exp(beta * x) / sum(exp(beta * x), axis)``.
 
     Parameters
@@ -312,6 +346,10 @@ def softmax(x: Any, axis: int = -1, *, beta: float = 1.0, dtype: Any = None, out
         Inverse temperature: the result is ``softmax(beta * x)``. ``beta = 0`` gives the
         uniform distribution, ``beta = inf`` the arg max as a one-hot vector (ties share the
         mass), negative values soft-minimum. A base ``b`` corresponds to ``beta = log(b)``.
+    where : array_like of bool, optional
+        Broadcastable to ``x`` (a causal ``np.tril`` mask, say). Entries outside it take no
+        part and read 0; a row with nothing selected reads 0 throughout. The kernels read the
+        mask directly; no masked copy of ``x`` is made.
     dtype : dtype, optional
         Floating dtype to compute and return in, instead of the input's.
     out : ndarray, optional
@@ -341,14 +379,21 @@ def softmax(x: Any, axis: int = -1, *, beta: float = 1.0, dtype: Any = None, out
     array([1., 0., 0.])
     >>> fs.softmax([1., 3., 3., 2.], beta=np.inf)
     array([0. , 0.5, 0.5, 0. ])
+    >>> fs.softmax(np.zeros((3, 3)), where=np.tril(np.ones((3, 3), bool)))
+    array([[1.        , 0.        , 0.        ],
+           [0.5       , 0.5       , 0.        ],
+           [0.33333333, 0.33333333, 0.33333333]])
     """
-    return _forward(x, axis, beta, out, False, dtype)
+    return _forward(x, axis, beta, out, False, dtype, where)
 
 
-def log_softmax(x: Any, axis: int = -1, *, beta: float = 1.0, dtype: Any = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+def log_softmax(
+    x: Any, axis: int = -1, *, beta: float = 1.0, where: Any = None, dtype: Any = None, out: Optional[np.ndarray] = None
+) -> np.ndarray:
     """Logarithm of the softmax, computed as ``beta * x - logsumexp(beta * x)``.
 
-    Parameters and dtype rules are those of :func:`softmax`.
+    Parameters and dtype rules are those of :func:`softmax`; entries outside ``where`` read
+    ``-inf``.
 
     Notes
     -----
@@ -361,7 +406,7 @@ def log_softmax(x: Any, axis: int = -1, *, beta: float = 1.0, dtype: Any = None,
     >>> fs.log_softmax([1000., 1.])
     array([   0., -999.])
     """
-    return _forward(x, axis, beta, out, True, dtype)
+    return _forward(x, axis, beta, out, True, dtype, where)
 
 
 def softmin(x: Any, axis: int = -1, **kwargs: Any) -> np.ndarray:
@@ -375,14 +420,15 @@ def softmin(x: Any, axis: int = -1, **kwargs: Any) -> np.ndarray:
     """
     if "beta" in kwargs:
         raise TypeError("softmin takes no beta; use softmax(x, beta=-b)")
-    return _forward(x, axis, -1.0, kwargs.pop("out", None), False, kwargs.pop("dtype", None)) if not kwargs else _bad_kwargs("softmin", kwargs)
+    unknown = set(kwargs) - {"where", "dtype", "out"}
+    if unknown:
+        raise TypeError(f"softmin() got unexpected keyword arguments {sorted(unknown)}")
+    return _forward(x, axis, -1.0, kwargs.get("out"), False, kwargs.get("dtype"), kwargs.get("where"))
 
 
-def _bad_kwargs(name: str, kwargs: dict):
-    raise TypeError(f"{name}() got unexpected keyword arguments {sorted(kwargs)}")
-
-
-def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False, beta: float = 1.0, out: Optional[np.ndarray] = None) -> np.ndarray:
+def logsumexp(
+    x: Any, axis: int = -1, *, keepdims: bool = False, where: Any = None, beta: float = 1.0, out: Optional[np.ndarray] = None
+) -> np.ndarray:
     """``log(sum(exp(beta * x), axis)) / ...`` computed without overflow, in one read of ``x``.
 
     Parameters
@@ -393,8 +439,10 @@ def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False, beta: float = 1
         The axis to reduce (default: the last).
     keepdims : bool, optional
         Keep the reduced axis with length 1.
+    where : array_like of bool, optional
+        Broadcastable to ``x``: only the selected entries are summed (-inf if none is).
     beta : float, optional
-        Multiplies ``x`` first: the result is ``logsumexp(beta * x)``.
+        Multiplies ``x`` first: the result is ``logsumexp(beta * x)`` (finite values only).
     out : ndarray, optional
         Where to write the result (the reduced shape and the result dtype).
 
@@ -416,10 +464,12 @@ def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False, beta: float = 1
     >>> float(fs.logsumexp([1000., 1000.]))
     1000.6931471805599
     """
-    return _logsumexp(x, axis, bool(keepdims), beta, out)
+    return _logsumexp(x, axis, bool(keepdims), beta, out, where)
 
 
-def softmax_backward(grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0, out: Optional[np.ndarray] = None) -> np.ndarray:
+def softmax_backward(
+    grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0, where: Any = None, out: Optional[np.ndarray] = None
+) -> np.ndarray:
     """Gradient of softmax with respect to its input: ``beta * y * (grad - sum(grad * y))``.
 
     Parameters
@@ -432,6 +482,8 @@ def softmax_backward(grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0, ou
         The axis softmax was taken along.
     beta : float, optional
         The inverse temperature the forward pass used.
+    where : array_like of bool, optional
+        The selection the forward pass used: the gradient is 0 outside it.
     out : ndarray, optional
         Where to write the result; may be ``grad`` or ``y`` itself.
 
@@ -442,10 +494,12 @@ def softmax_backward(grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0, ou
     >>> fs.softmax_backward([1., 0.], y)
     array([ 0.25, -0.25])
     """
-    return _backward(grad, y, axis, beta, out, False)
+    return _backward(grad, y, axis, beta, out, False, where)
 
 
-def log_softmax_backward(grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0, out: Optional[np.ndarray] = None) -> np.ndarray:
+def log_softmax_backward(
+    grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0, where: Any = None, out: Optional[np.ndarray] = None
+) -> np.ndarray:
     """Gradient of log_softmax with respect to its input: ``beta * (grad - exp(y) * sum(grad))``.
 
     ``y`` is the log_softmax output. Other parameters as in :func:`softmax_backward`.
@@ -457,4 +511,4 @@ def log_softmax_backward(grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0
     >>> fs.log_softmax_backward([1., 0.], y)
     array([ 0.5, -0.5])
     """
-    return _backward(grad, y, axis, beta, out, True)
+    return _backward(grad, y, axis, beta, out, True, where)

@@ -15,11 +15,21 @@ def _wide(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.longdouble) if dtype.itemsize >= 8 else np.dtype(np.float64)
 
 
-def _work(x: np.ndarray, beta: float) -> np.ndarray:
-    # beta * x is rounded in the input's dtype, as the kernels do, then widened.
+def _work(x: np.ndarray, beta: float, where=None) -> np.ndarray:
+    # beta * x is rounded in the input's dtype, as the kernels do, then widened; entries
+    # outside `where` read as -inf.
     with np.errstate(invalid="ignore", over="ignore"):
         z = x * x.dtype.type(beta) if beta != 1.0 else x
-    return z.astype(_wide(x.dtype), copy=False)
+    z = z.astype(_wide(x.dtype), copy=False)
+    return z if where is None else np.where(where, z, -np.inf)
+
+
+def _finish(y: np.ndarray, where, axis: int, outside: float, dtype) -> np.ndarray:
+    """Entries outside `where`, and rows with nothing selected, read `outside`."""
+    if where is not None:
+        w = np.broadcast_to(where, y.shape)
+        y = np.where(w & w.any(axis=axis, keepdims=True), y, outside)
+    return y.astype(dtype, copy=False)
 
 
 def _row_stats(z: np.ndarray, axis: int):
@@ -36,8 +46,8 @@ def _row_stats(z: np.ndarray, axis: int):
     return m, rest, ties, nan, posinf, k_inf
 
 
-def logsumexp(x: np.ndarray, axis: int, keepdims: bool = False, beta: float = 1.0) -> np.ndarray:
-    z = _work(x, beta)
+def logsumexp(x: np.ndarray, axis: int, keepdims: bool = False, beta: float = 1.0, where=None) -> np.ndarray:
+    z = _work(x, beta, where)
     m, rest, ties, nan, _, _ = _row_stats(z, axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         lse = np.where(np.isfinite(m), m + np.log1p(rest + (ties - 1)), m)
@@ -47,36 +57,45 @@ def logsumexp(x: np.ndarray, axis: int, keepdims: bool = False, beta: float = 1.
     return lse.astype(x.dtype, copy=False)
 
 
-def softmax(x: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
-    z = _work(x, beta)
+def softmax(x: np.ndarray, axis: int, beta: float = 1.0, where=None) -> np.ndarray:
+    z = _work(x, beta, where)
     m, rest, ties, nan, posinf, k_inf = _row_stats(z, axis)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
         y = np.exp(z - m) / (rest + ties)  # a row of all -inf gives NaN through -inf - -inf
         y = np.where(k_inf > 0, posinf / k_inf, y)
     y = np.where(nan, np.nan, y)
-    return y.astype(x.dtype, copy=False)
+    return _finish(y, where, axis, 0.0, x.dtype)
 
 
-def log_softmax(x: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
-    z = _work(x, beta)
+def log_softmax(x: np.ndarray, axis: int, beta: float = 1.0, where=None) -> np.ndarray:
+    z = _work(x, beta, where)
     m, rest, ties, nan, posinf, k_inf = _row_stats(z, axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         lse = m + np.log1p(rest + (ties - 1))
         y = z - lse  # -inf rows: -inf - -inf = NaN
         y = np.where(k_inf > 0, np.where(posinf, -np.log(k_inf), -np.inf), y)
     y = np.where(nan, np.nan, y)
-    return y.astype(x.dtype, copy=False)
+    return _finish(y, where, axis, -np.inf, x.dtype)
 
 
-def softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
+def _grads(grad: np.ndarray, y: np.ndarray, where):
     wide = _wide(grad.dtype)
     g, s = grad.astype(wide), y.astype(wide)
+    if where is not None:
+        g = np.where(where, g, 0)
+    return g, s
+
+
+def softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0, where=None) -> np.ndarray:
+    g, s = _grads(grad, y, where)
     dot = (g * s).sum(axis=axis, keepdims=True)
-    return (beta * s * (g - dot)).astype(grad.dtype, copy=False)
+    dx = beta * s * (g - dot)
+    return (dx if where is None else np.where(where, dx, 0)).astype(grad.dtype, copy=False)
 
 
-def log_softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0) -> np.ndarray:
-    wide = _wide(grad.dtype)
-    g, s = grad.astype(wide), y.astype(wide)
+def log_softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0, where=None) -> np.ndarray:
+    g, s = _grads(grad, y, where)
     total = g.sum(axis=axis, keepdims=True)
-    return (beta * (g - np.exp(s) * total)).astype(grad.dtype, copy=False)
+    with np.errstate(invalid="ignore"):
+        dx = beta * (g - np.exp(s) * total)
+    return (dx if where is None else np.where(where, dx, 0)).astype(grad.dtype, copy=False)
