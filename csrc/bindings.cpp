@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "dispatch.h"
@@ -144,6 +145,75 @@ void backward(const py::array& grad, const py::array& y, py::array& out, int64_t
                         beta, normaliser(log), sel.ptr);
 }
 
+template <class T>
+void cross_entropy_typed(const py::array& logits, const py::array& target, const py::object& weight,
+                         int64_t ignore_index, double smoothing, double scale_nll, double scale_smooth,
+                         py::array& nll, const py::object& smooth, const py::object& grad) {
+    CrossEntropyArgs<T> a;
+    a.rows = logits.shape(0);
+    a.classes = logits.shape(1);
+    if (target.ndim() == 1) {
+        if (!target.dtype().is(py::dtype::of<int64_t>()) || target.shape(0) != a.rows)
+            throw py::value_error("class targets must be int64 with one entry per row");
+        require_c_contiguous(target, "target");
+        a.target_index = static_cast<const int64_t*>(target.data());
+        for (int64_t r = 0; r < a.rows; ++r) {
+            const int64_t t = a.target_index[r];
+            if (t != ignore_index && (t < 0 || t >= a.classes)) throw py::value_error("target out of range");
+        }
+    } else {
+        same(logits, target, "probability targets");
+        require_c_contiguous(target, "target");
+        a.target_prob = static_cast<const T*>(target.data());
+    }
+    if (!weight.is_none()) {
+        py::array w = py::reinterpret_borrow<py::array>(weight);
+        if (!w.dtype().is(logits.dtype()) || w.ndim() != 1 || w.shape(0) != a.classes)
+            throw py::value_error("weight must have one entry per class and the logits' dtype");
+        require_c_contiguous(w, "weight");
+        a.weight = static_cast<const T*>(w.data());
+    }
+    auto doubles = [&](const py::object& o, const char* what) -> double* {
+        if (o.is_none()) return nullptr;
+        py::array arr = py::reinterpret_borrow<py::array>(o);
+        if (!arr.dtype().is(py::dtype::of<double>()) || arr.ndim() != 1 || arr.shape(0) != a.rows)
+            throw py::value_error(std::string(what) + " must be float64 with one entry per row");
+        require_c_contiguous(arr, what);
+        require_writeable(arr, what);
+        return static_cast<double*>(arr.mutable_data());
+    };
+    a.nll = doubles(nll, "nll");
+    a.smooth = doubles(smooth, "smooth");
+    if (!grad.is_none()) {
+        py::array g = py::reinterpret_borrow<py::array>(grad);
+        same(logits, g, "grad");
+        require_c_contiguous(g, "grad");
+        require_writeable(g, "grad");
+        a.grad = static_cast<T*>(g.mutable_data());
+    }
+    a.ignore_index = ignore_index;
+    a.smoothing = smoothing;
+    a.scale_nll = scale_nll;
+    a.scale_smooth = scale_smooth;
+    const KernelTable& kt = active_kernels();
+    const T* x = static_cast<const T*>(logits.data());
+    py::gil_scoped_release release;
+    if constexpr (std::is_same<T, float>::value) kt.f32.cross_entropy(x, a);
+    else kt.f64.cross_entropy(x, a);
+}
+
+void cross_entropy(const py::array& logits, const py::array& target, const py::object& weight, int64_t ignore_index,
+                   double smoothing, double scale_nll, double scale_smooth, py::array& nll, const py::object& smooth,
+                   const py::object& grad) {
+    const Kind k = kind_of(logits, "logits");
+    require_c_contiguous(logits, "logits");
+    if (logits.ndim() != 2) throw py::value_error("logits must be 2-D (rows, classes)");
+    if (k == Kind::f32)
+        cross_entropy_typed<float>(logits, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, nll, smooth, grad);
+    else
+        cross_entropy_typed<double>(logits, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, nll, smooth, grad);
+}
+
 #define FS_STR2(x) #x
 #define FS_STR(x) FS_STR2(x)
 
@@ -179,6 +249,9 @@ PYBIND11_MODULE(_core, m) {
           py::arg("where") = py::none());
     m.def("backward", &backward, py::arg("grad"), py::arg("y"), py::arg("out"), py::arg("axis"), py::arg("beta"),
           py::arg("log"), py::arg("where") = py::none());
+    m.def("cross_entropy", &cross_entropy, py::arg("logits"), py::arg("target"), py::arg("weight"),
+          py::arg("ignore_index"), py::arg("smoothing"), py::arg("scale_nll"), py::arg("scale_smooth"), py::arg("nll"),
+          py::arg("smooth"), py::arg("grad"));
     m.def("isa", [] { return std::string(active_kernels().name); });
     m.def("available_isas", &available_isas);
     m.def("select_isa", &select_isa, py::arg("name"));

@@ -37,6 +37,22 @@ struct Selection {
 
 enum class Normaliser : int { softmax = 0, log_softmax = 1 };
 
+// Cross-entropy over rows of `classes` logits, fused: one online logsumexp pass per row, then
+// (if grad) one pass writing scale * (softmax - smoothed target), weights applied.
+template <class T>
+struct CrossEntropyArgs {
+    int64_t rows = 0, classes = 0;
+    const int64_t* target_index = nullptr;  // one class per row, or
+    const T* target_prob = nullptr;         // rows x classes probabilities
+    const T* weight = nullptr;              // per class, or null
+    int64_t ignore_index = -100;
+    double smoothing = 0.0;
+    double scale_nll = 1.0, scale_smooth = 1.0;  // gradient factors of the two terms
+    double* nll = nullptr;     // per row: -w[t] log p[t] (probabilities: the whole loss)
+    double* smooth = nullptr;  // per row: -sum_c w[c] log p[c] (class targets with smoothing)
+    T* grad = nullptr;         // rows x classes, or null
+};
+
 template <class T>
 struct KernelSet {
     // y = softmax(beta * x) or log_softmax(beta * x) along the axis; y may equal x.
@@ -46,6 +62,7 @@ struct KernelSet {
     void (*logsumexp)(const T* x, T* out, Layout lay, T beta, const Selection* where);
     // dx from the output y and its gradient dy; dx may equal dy or y; 0 outside `where`.
     void (*backward)(const T* dy, const T* y, T* dx, Layout lay, T beta, Normaliser what, const Selection* where);
+    void (*cross_entropy)(const T* logits, const CrossEntropyArgs<T>& args);
 };
 
 struct KernelTable {

@@ -5,6 +5,7 @@ The kernels are C++ with AVX2 and AVX-512 paths chosen at run time; see :func:`s
 
 from ._api import (
     backend,
+    cross_entropy,
     log_softmax,
     log_softmax_backward,
     logsumexp,
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "backend",
+    "cross_entropy",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",

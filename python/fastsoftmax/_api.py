@@ -512,3 +512,151 @@ def log_softmax_backward(
     array([ 0.5, -0.5])
     """
     return _backward(grad, y, axis, beta, out, True, where)
+
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def cross_entropy(
+    logits: Any,
+    target: Any,
+    axis: int = -1,
+    *,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    weight: Any = None,
+    return_grad: bool = False,
+) -> Any:
+    """Cross-entropy between softmax(logits) and targets, with torch's semantics.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised scores; ``axis`` holds the classes.
+    target : array_like
+        Either integer class indices with the logits' shape without ``axis``, or class
+        probabilities (floating) with the logits' shape.
+    axis : int, optional
+        The class axis (default: the last).
+    reduction : {"mean", "sum", "none"}, optional
+        As ``torch.nn.functional.cross_entropy``: with class targets, "mean" divides by the
+        summed weights of the non-ignored targets (NaN when all are ignored); with
+        probability targets, by the number of samples.
+    ignore_index : int, optional
+        Class targets equal to it contribute neither loss nor gradient.
+    label_smoothing : float, optional
+        In [0, 1]: the target becomes ``(1 - s) * target + s / classes``.
+    weight : array_like, optional
+        One weight per class.
+    return_grad : bool, optional
+        Also return the gradient of the (reduced) loss with respect to the logits; for
+        ``reduction="none"`` the gradient of the sum of the losses.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        In the logits' floating dtype (float64 for integer logits).
+    grad : ndarray
+        Only with ``return_grad``: same shape and dtype as the logits.
+
+    Notes
+    -----
+    Fused: per row, one online logsumexp pass, then (with ``return_grad``) one pass that
+    writes ``scale * (softmax - target)`` with smoothing and weights applied. No softmax or
+    log_softmax array is allocated. A class axis other than the last is first moved to the
+    end (a copy).
+
+    Examples
+    --------
+    >>> import numpy as np, fastsoftmax as fs
+    >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> round(float(fs.cross_entropy(logits, [0, 2])), 6)
+    0.826117
+    >>> loss, grad = fs.cross_entropy(logits, [0, 2], return_grad=True)
+    >>> np.round(grad, 4)
+    array([[-0.0563,  0.0531,  0.0531],
+           [ 0.1667,  0.1667, -0.3333]])
+    """
+    x = _as_real_array(logits, "logits")
+    if x.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the classes)")
+    ax = _normalise_axis(axis, x.ndim)
+    classes = x.shape[ax]
+    if classes == 0:
+        raise ValueError("logits must have at least one class along axis")
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}")
+    if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(label_smoothing, (int, float, np.integer, np.floating)):
+        raise TypeError(f"label_smoothing must be a real number, got {type(label_smoothing).__name__}")
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {eps}")
+    dtype = _result_dtype(x.dtype)
+    work_dtype = _compute_dtype(dtype)
+    sample_shape = x.shape[:ax] + x.shape[ax + 1 :]
+
+    t = np.asarray(target)
+    if t.dtype.kind in "iu":
+        if t.shape != sample_shape:
+            raise ValueError(f"class targets must have shape {sample_shape} (the logits' without axis), got {t.shape}")
+        t_rows = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
+        ignored = t_rows == int(ignore_index)
+        bad = ~ignored & ((t_rows < 0) | (t_rows >= classes))
+        if bad.any():
+            raise ValueError(
+                f"target values must be in [0, {classes}) or equal ignore_index={ignore_index}, "
+                f"got {int(t_rows[bad][0])}"
+            )
+        probabilities = False
+    elif t.dtype.kind == "f":
+        if t.shape != x.shape:
+            raise ValueError(f"probability targets must have the logits' shape {x.shape}, got {t.shape}")
+        t_rows = np.ascontiguousarray(np.moveaxis(t, ax, -1).reshape(-1, classes), dtype=work_dtype)
+        probabilities = True
+    else:
+        raise TypeError(f"target must hold integer class indices or floating probabilities, got dtype {t.dtype}")
+
+    w = None
+    if weight is not None:
+        w = _as_real_array(weight, "weight")
+        if w.shape != (classes,):
+            raise ValueError(f"weight must have shape ({classes},), got {w.shape}")
+        w = np.ascontiguousarray(w, dtype=work_dtype)
+
+    x_rows = np.ascontiguousarray(np.moveaxis(x, ax, -1).reshape(-1, classes), dtype=work_dtype)
+    rows = x_rows.shape[0]
+    if probabilities:
+        total = float(rows)
+    else:
+        valid = t_rows[~ignored]
+        total = float(w.astype(np.float64)[valid].sum()) if w is not None else float(valid.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = 1.0 / np.float64(total) if reduction == "mean" else 1.0
+    smoothed = eps > 0 and not probabilities
+
+    if _use_numpy or work_dtype not in _KERNEL_DTYPES:
+        wd = np.promote_types(work_dtype, np.float32)
+        nll, smooth, grad = _numpy.cross_entropy_rows(
+            x_rows.astype(wd), t_rows, None if w is None else w.astype(wd), int(ignore_index), eps, scale, scale, return_grad
+        )
+    else:
+        nll = np.empty(rows, np.float64)
+        smooth = np.empty(rows, np.float64) if smoothed else None
+        grad = np.empty_like(x_rows) if return_grad else None
+        _core.cross_entropy(x_rows, t_rows, w, int(ignore_index), eps, float(scale), float(scale), nll, smooth, grad)
+
+    per_sample = nll if probabilities else (1 - eps) * nll + (eps / classes) * (smooth if smoothed else 0.0)
+    if reduction == "none":
+        loss: Any = np.asarray(per_sample).reshape(sample_shape).astype(dtype)
+    elif reduction == "sum":
+        loss = dtype.type(per_sample.sum())
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss = dtype.type(per_sample.sum() * scale)
+    if not return_grad:
+        return loss
+    moved = x.shape[:ax] + x.shape[ax + 1 :] + (classes,)
+    return loss, np.moveaxis(grad.reshape(moved), -1, ax).astype(dtype, copy=False)

@@ -99,3 +99,47 @@ def log_softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float
     with np.errstate(invalid="ignore"):
         dx = beta * (g - np.exp(s) * total)
     return (dx if where is None else np.where(where, dx, 0)).astype(grad.dtype, copy=False)
+
+
+def cross_entropy_rows(x, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, want_grad):
+    """Per-row parts of the cross-entropy of (rows, classes) logits, as the kernel computes them.
+
+    Returns (nll, smooth, grad): nll and smooth per row in float64 (smooth is None unless class
+    targets are smoothed), and grad (or None) in the logits' dtype.
+    """
+    rows, classes = x.shape
+    wide = _wide(x.dtype)
+    z = x.astype(wide)
+    w = np.ones(classes, wide) if weight is None else weight.astype(wide)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        lse = logsumexp(z, 1, keepdims=True)
+        logp = z - lse
+        p = np.exp(logp)
+    eps = smoothing
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _cross_entropy_parts(x, z, w, p, logp, target, ignore_index, eps, scale_nll, scale_smooth, want_grad)
+
+
+def _cross_entropy_parts(x, z, w, p, logp, target, ignore_index, eps, scale_nll, scale_smooth, want_grad):
+    rows, classes = x.shape
+    if target.ndim == 2:
+        tp = (1 - eps) * target.astype(z.dtype) + eps / classes
+        nll = -(w * tp * logp).sum(axis=1)
+        smooth = None
+        grad = scale_nll * (p * (w * tp).sum(axis=1, keepdims=True) - w * tp) if want_grad else None
+    else:
+        ignored = target == ignore_index
+        t = np.where(ignored, 0, target)
+        w_t = w[t]
+        nll = np.where(ignored, 0, -w_t * np.take_along_axis(logp, t[:, None], 1)[:, 0])
+        smooth = np.where(ignored, 0, -(w * logp).sum(axis=1)) if eps > 0 else None
+        grad = None
+        if want_grad:
+            onehot = np.zeros_like(p)
+            onehot[np.arange(rows), t] = 1
+            grad = scale_nll * (1 - eps) * w_t[:, None] * (p - onehot)
+            grad = grad + scale_smooth * eps / classes * (p * w.sum() - w)
+            grad[ignored] = 0
+    if grad is not None:
+        grad = grad.astype(x.dtype)
+    return nll.astype(np.float64), None if smooth is None else smooth.astype(np.float64), grad
