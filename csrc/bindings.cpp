@@ -101,6 +101,44 @@ void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool
         kt.f64.forward(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, normaliser(log), sel.ptr);
 }
 
+// 16-bit input (float16 when bf16 is false, else bfloat16) passed as uint16 bits; out is
+// uint16 bits of the same format, or float32.
+void forward_half(const py::array& x, py::array& out, int64_t axis, double beta, bool log, bool bf16,
+                  const py::object& where) {
+    if (!x.dtype().is(py::dtype::of<uint16_t>())) throw py::type_error("x must be passed as uint16 bits");
+    const bool y_float = out.dtype().is(py::dtype::of<float>());
+    if ((!y_float && !out.dtype().is(py::dtype::of<uint16_t>())) || shape_of(out) != shape_of(x))
+        throw py::value_error("out must have the input's shape, as uint16 bits or float32");
+    require_c_contiguous(x, "x");
+    require_c_contiguous(out, "out");
+    require_writeable(out, "out");
+    const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
+    const SelectionArg sel = selection_of(where, shape_of(x), axis, lay);
+    const KernelTable& kt = active_kernels();
+    const auto* src = static_cast<const uint16_t*>(x.data());
+    void* dst = out.mutable_data();
+    py::gil_scoped_release release;
+    kt.half.forward(src, dst, bf16 ? HalfKind::bf16 : HalfKind::f16, y_float, lay, float(beta), normaliser(log), sel.ptr);
+}
+
+void logsumexp_half(const py::array& x, py::array& out, int64_t axis, double beta, bool bf16, const py::object& where) {
+    if (!x.dtype().is(py::dtype::of<uint16_t>())) throw py::type_error("x must be passed as uint16 bits");
+    require_c_contiguous(x, "x");
+    require_c_contiguous(out, "out");
+    require_writeable(out, "out");
+    auto shape = shape_of(x);
+    const Layout lay = layout_of(shape, checked_axis(x, axis));
+    const SelectionArg sel = selection_of(where, shape, axis, lay);
+    shape.erase(shape.begin() + axis);
+    if (!out.dtype().is(py::dtype::of<float>()) || shape_of(out) != shape)
+        throw py::value_error("out must be float32 with the input's shape without the axis");
+    const KernelTable& kt = active_kernels();
+    const auto* src = static_cast<const uint16_t*>(x.data());
+    auto* dst = static_cast<float*>(out.mutable_data());
+    py::gil_scoped_release release;
+    kt.half.logsumexp(src, dst, bf16 ? HalfKind::bf16 : HalfKind::f16, lay, float(beta), sel.ptr);
+}
+
 void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta, const py::object& where) {
     const Kind k = kind_of(x, "x");
     require_c_contiguous(x, "x");
@@ -249,6 +287,10 @@ PYBIND11_MODULE(_core, m) {
           py::arg("where") = py::none());
     m.def("backward", &backward, py::arg("grad"), py::arg("y"), py::arg("out"), py::arg("axis"), py::arg("beta"),
           py::arg("log"), py::arg("where") = py::none());
+    m.def("forward_half", &forward_half, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"),
+          py::arg("log"), py::arg("bf16"), py::arg("where") = py::none());
+    m.def("logsumexp_half", &logsumexp_half, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"),
+          py::arg("bf16"), py::arg("where") = py::none());
     m.def("cross_entropy", &cross_entropy, py::arg("logits"), py::arg("target"), py::arg("weight"),
           py::arg("ignore_index"), py::arg("smoothing"), py::arg("scale_nll"), py::arg("scale_smooth"), py::arg("nll"),
           py::arg("smooth"), py::arg("grad"));

@@ -45,6 +45,7 @@ CpuFeatures detect_cpu_features() {
     cpuid(1, 0, r);
     const bool osxsave = r[2] & (1u << 27);
     const bool fma = r[2] & (1u << 12);
+    const bool f16c = r[2] & (1u << 29);
     const bool avx = r[2] & (1u << 28);
     if (!osxsave || !avx) return f;
     // XCR0: bits 1-2 = XMM/YMM state; bits 5-7 = opmask, ZMM0-15 upper halves, ZMM16-31.
@@ -56,7 +57,7 @@ CpuFeatures detect_cpu_features() {
     const bool avx2 = ebx & (1u << 5);
     const bool avx512f = ebx & (1u << 16), avx512dq = ebx & (1u << 17);
     const bool avx512bw = ebx & (1u << 30), avx512vl = ebx & (1u << 31);
-    f.avx2_fma = os_ymm && avx2 && fma;
+    f.avx2_fma = os_ymm && avx2 && fma && f16c;
     f.avx512 = f.avx2_fma && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
     return f;
 }

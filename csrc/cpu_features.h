@@ -4,7 +4,7 @@
 namespace fastsoftmax {
 
 struct CpuFeatures {
-    bool avx2_fma = false;  // AVX2 and FMA, with YMM state saved by the OS
+    bool avx2_fma = false;  // AVX2, FMA and F16C, with YMM state saved by the OS
     bool avx512 = false;    // AVX-512 F, DQ, BW, VL, with ZMM and opmask state saved by the OS
 };
 

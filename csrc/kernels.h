@@ -65,10 +65,21 @@ struct KernelSet {
     void (*cross_entropy)(const T* logits, const CrossEntropyArgs<T>& args);
 };
 
+enum class HalfKind : int { f16 = 0, bf16 = 1 };
+
+// float16 and bfloat16 input, computed in float32 registers; y in the input's format, or
+// float32 when y_float.
+struct HalfKernelSet {
+    void (*forward)(const uint16_t* x, void* y, HalfKind kind, bool y_float, Layout lay, float beta, Normaliser what,
+                    const Selection* where);
+    void (*logsumexp)(const uint16_t* x, float* out, HalfKind kind, Layout lay, float beta, const Selection* where);
+};
+
 struct KernelTable {
     const char* name;
     KernelSet<float> f32;
     KernelSet<double> f64;
+    HalfKernelSet half;
 };
 
 namespace scalar { extern const KernelTable table; }

@@ -1,4 +1,4 @@
-// AVX2 + FMA kernels; this file alone is compiled with -mavx2 -mfma.
+// AVX2 + FMA (+ F16C) kernels; this file alone is compiled with -mavx2 -mfma -mf16c.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "half.h"
 #include "kernels.h"
 
 namespace fastsoftmax {
@@ -28,6 +29,41 @@ struct VF {
         return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(k)), lane));
     }
     static M mand(M a, M b) { return _mm256_and_ps(a, b); }
+    // 16-bit formats (F16C for binary16; bfloat16 by shifts), round to nearest even.
+    static int lanes(M m) { return __builtin_popcount(unsigned(_mm256_movemask_ps(m))); }
+    static __m128i bits16(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+    static __m128i bits16(const void* p, M m) {
+        alignas(16) uint16_t b[8] = {};
+        std::memcpy(b, p, size_t(lanes(m)) * 2);
+        return _mm_load_si128(reinterpret_cast<const __m128i*>(b));
+    }
+    static void put16(void* p, __m128i h) { _mm_storeu_si128(static_cast<__m128i*>(p), h); }
+    static void put16(void* p, __m128i h, M m) {
+        alignas(16) uint16_t b[8];
+        _mm_store_si128(reinterpret_cast<__m128i*>(b), h);
+        std::memcpy(p, b, size_t(lanes(m)) * 2);
+    }
+    static R from_f16(__m128i h) { return _mm256_cvtph_ps(h); }
+    static R from_bf16(__m128i h) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); }
+    static __m128i to_f16(R v) { return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static __m128i to_bf16(R v) {
+        const __m256i u = _mm256_castps_si256(v);
+        const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff))), 16);
+        const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        r = _mm256_blendv_epi8(r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40)), nan);
+        // pack the low halves of the eight 32-bit lanes
+        const __m256i packed = _mm256_packus_epi32(r, r);
+        return _mm_unpacklo_epi64(_mm256_castsi256_si128(packed), _mm256_extracti128_si256(packed, 1));
+    }
+    static R load(const Half* p) { return from_f16(bits16(p)); }
+    static R loadp(const Half* p, M m) { return from_f16(bits16(p, m)); }
+    static R load(const BFloat16* p) { return from_bf16(bits16(p)); }
+    static R loadp(const BFloat16* p, M m) { return from_bf16(bits16(p, m)); }
+    static void store(Half* p, R v) { put16(p, to_f16(v)); }
+    static void storep(Half* p, R v, M m) { put16(p, to_f16(v), m); }
+    static void store(BFloat16* p, R v) { put16(p, to_bf16(v)); }
+    static void storep(BFloat16* p, R v, M m) { put16(p, to_bf16(v), m); }
     static R add(R a, R b) { return _mm256_add_ps(a, b); }
     static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
     static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
@@ -157,7 +193,7 @@ struct VD {
 
 #include "softmax_impl.inc"
 
-extern const KernelTable table = {"avx2", kernel_set<VF>(), kernel_set<VD>()};
+extern const KernelTable table = {"avx2", kernel_set<VF>(), kernel_set<VD>(), half_set<VF>()};
 
 }  // namespace avx2
 }  // namespace fastsoftmax

@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "half.h"
 #include "kernels.h"
 
 namespace fastsoftmax {
@@ -24,6 +25,28 @@ struct VF {
     static void storep(T* p, R v, M m) { _mm512_mask_storeu_ps(p, m, v); }
     static M tail(int64_t k) { return M((1u << k) - 1u); }
     static M mand(M a, M b) { return M(a & b); }
+    // 16-bit formats, widened and narrowed in registers (round to nearest even).
+    static __m256i bits16(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+    static __m256i bits16(const void* p, M m) { return _mm256_maskz_loadu_epi16(m, p); }
+    static R from_f16(__m256i h) { return _mm512_cvtph_ps(h); }
+    static R from_bf16(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+    static __m256i to_f16(R v) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static __m256i to_bf16(R v) {
+        const __m512i u = _mm512_castps_si512(v);
+        const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+        const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+        return _mm512_cvtepi32_epi16(r);
+    }
+    static R load(const Half* p) { return from_f16(bits16(p)); }
+    static R loadp(const Half* p, M m) { return from_f16(bits16(p, m)); }
+    static R load(const BFloat16* p) { return from_bf16(bits16(p)); }
+    static R loadp(const BFloat16* p, M m) { return from_bf16(bits16(p, m)); }
+    static void store(Half* p, R v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_f16(v)); }
+    static void storep(Half* p, R v, M m) { _mm256_mask_storeu_epi16(p, m, to_f16(v)); }
+    static void store(BFloat16* p, R v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16(v)); }
+    static void storep(BFloat16* p, R v, M m) { _mm256_mask_storeu_epi16(p, m, to_bf16(v)); }
     static R add(R a, R b) { return _mm512_add_ps(a, b); }
     static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
     static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
@@ -116,7 +139,7 @@ struct VD {
 
 #include "softmax_impl.inc"
 
-extern const KernelTable table = {"avx512", kernel_set<VF>(), kernel_set<VD>()};
+extern const KernelTable table = {"avx512", kernel_set<VF>(), kernel_set<VD>(), half_set<VF>()};
 
 }  // namespace avx512
 }  // namespace fastsoftmax

@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "half.h"
 #include "kernels.h"
 
 namespace fastsoftmax {
@@ -24,6 +25,10 @@ struct Lane {
     static void store(T* p, R v) { *p = v; }
     static void storep(T* p, R v, M m) { if (m) *p = v; }
     static M tail(int64_t k) { return k > 0; }
+    template <class S> static R load(const S* p) { return R(widen(*p)); }
+    template <class S> static R loadp(const S* p, M m) { return m ? R(widen(*p)) : R(0); }
+    template <class S> static void store(S* p, R v) { *p = narrow<S>(v); }
+    template <class S> static void storep(S* p, R v, M m) { if (m) *p = narrow<S>(v); }
     static M mand(M a, M b) { return a && b; }
     static R add(R a, R b) { return a + b; }
     static R sub(R a, R b) { return a - b; }
@@ -74,7 +79,7 @@ using VD = Lane<double, uint64_t, 52, 1023>;
 
 #include "softmax_impl.inc"
 
-extern const KernelTable table = {"scalar", kernel_set<VF>(), kernel_set<VD>()};
+extern const KernelTable table = {"scalar", kernel_set<VF>(), kernel_set<VD>(), half_set<VF>()};
 
 }  // namespace scalar
 }  // namespace fastsoftmax

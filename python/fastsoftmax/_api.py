@@ -99,21 +99,33 @@ def _as_real_array(x: Any, name: str) -> np.ndarray:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be a real numeric array: {exc}") from None
-    if arr.dtype.kind not in "fiub":
+    if arr.dtype.kind not in "fiub" and not _is_bfloat16(arr.dtype):
         raise TypeError(
             f"{name} must be a real floating, integer or boolean array, got dtype {arr.dtype}"
         )
     return arr
 
 
+def _is_bfloat16(dtype: np.dtype) -> bool:
+    return dtype.name == "bfloat16" and dtype.itemsize == 2  # ml_dtypes.bfloat16
+
+
+def _half_format(dtype: np.dtype) -> Optional[bool]:
+    """For the 16-bit formats the kernels widen in registers: False for float16, True for
+    bfloat16; None otherwise."""
+    if dtype == np.float16:
+        return False
+    return True if _is_bfloat16(dtype) else None
+
+
 def _result_dtype(dtype: np.dtype) -> np.dtype:
     """Integers and booleans promote to float64 as NumPy does; floats keep their dtype."""
-    return dtype if dtype.kind == "f" else np.dtype(np.float64)
+    return dtype if dtype.kind == "f" or _is_bfloat16(dtype) else np.dtype(np.float64)
 
 
 def _compute_dtype(result: np.dtype) -> np.dtype:
-    """The dtype the work is done in: float16 is computed in float32."""
-    return np.dtype(np.float32) if result == np.float16 else result
+    """The dtype the work is done in: float16 and bfloat16 are computed in float32."""
+    return np.dtype(np.float32) if _half_format(result) is not None else result
 
 
 def _normalise_axis(axis: Any, ndim: int) -> int:
@@ -209,13 +221,14 @@ def _deliver(result: np.ndarray, out: Optional[np.ndarray], dtype: np.dtype) -> 
     return out
 
 
-def _kernel_dst(work: np.ndarray, out: Optional[np.ndarray], transposed: bool) -> np.ndarray:
+def _kernel_dst(work: np.ndarray, out: Optional[np.ndarray], transposed: bool, dtype: Any = None) -> np.ndarray:
     """Where the kernel writes: ``out`` itself when its layout allows, else a new array."""
-    if out is not None and out.dtype == work.dtype:
+    dtype = work.dtype if dtype is None else np.dtype(dtype)
+    if out is not None and out.dtype == dtype:
         view = out.T if transposed else out
         if view.flags.c_contiguous:
             return view
-    return np.empty_like(work)
+    return np.empty(work.shape, dtype)
 
 
 def _check_dtype(dtype: Any) -> Optional[np.dtype]:
@@ -225,8 +238,8 @@ def _check_dtype(dtype: Any) -> Optional[np.dtype]:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"dtype must be a floating dtype, got {dtype!r}") from None
-    if dt.kind != "f":
-        raise TypeError(f"dtype must be a floating dtype (float16, float32, float64), got {dt}")
+    if dt.kind != "f" and not _is_bfloat16(dt):
+        raise TypeError(f"dtype must be a floating dtype (float16, bfloat16, float32, float64), got {dt}")
     return dt
 
 
@@ -244,6 +257,14 @@ def _forward(x: Any, axis: Any, beta: Any, out: Any, log: bool, dtype: Any = Non
     work_dtype = _compute_dtype(dtype)
     if np.isinf(beta):
         return _deliver(_limit_forward(arr.astype(work_dtype), ax, beta, log, sel), out, dtype)
+    half = _half_format(arr.dtype)
+    if half is not None and not _use_numpy and dtype in (arr.dtype, np.dtype(np.float32)):
+        # Read in the 16-bit format, widened in registers; written in it or in float32.
+        (work,), kax, transposed = _kernel_view((arr,), ax, arr.dtype)
+        dst = _kernel_dst(work, out, transposed, dtype)
+        y = dst if dtype == np.float32 else dst.view(np.uint16)
+        _core.forward_half(work.view(np.uint16), y, kax, beta, log, half, _kernel_where(sel, kax, transposed))
+        return _deliver(dst.T if transposed else dst, out, dtype)
     if _use_numpy or work_dtype not in _KERNEL_DTYPES:
         fn = _numpy.log_softmax if log else _numpy.softmax
         res = fn(arr.astype(np.promote_types(work_dtype, np.float32), copy=False), ax, beta, sel)
@@ -320,6 +341,12 @@ def _logsumexp(x: Any, axis: Any, keepdims: bool, beta: Any, out: Any, where: An
         wd = np.promote_types(work_dtype, np.float32)
         res = _numpy.logsumexp(arr.astype(wd, copy=False), ax, False, beta, sel).reshape(shape)
         return _deliver(res, out, dtype)
+    half = _half_format(arr.dtype)
+    if half is not None:  # read in the 16-bit format, widened in registers
+        work = np.ascontiguousarray(arr)
+        res = np.empty(work.shape[:ax] + work.shape[ax + 1 :], dtype=np.float32)
+        _core.logsumexp_half(work.view(np.uint16), res, ax, beta, half, _kernel_where(sel, ax, False))
+        return _deliver(res.reshape(shape), out, dtype)
     work = np.ascontiguousarray(arr, dtype=work_dtype)
     res = np.empty(work.shape[:ax] + work.shape[ax + 1 :], dtype=work_dtype)
     _core.logsumexp(work, res, ax, beta, _kernel_where(sel, ax, False))

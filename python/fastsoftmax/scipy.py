@@ -360,17 +360,15 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
 def _promote(xp, a, b):
     """``a`` and ``b`` as arrays of one floating (or complex) dtype, broadcast together.
 
-    NumPy: the dtype ``numpy.result_type`` gives (Python scalars are weak), integers and
-    booleans becoming float64. Other libraries: integer and boolean arrays take the floating
-    dtype of the others (many libraries cannot promote them together), else the default
-    floating dtype.
+    The dtype is the library's ``result_type`` of the inputs and a weak Python float (so
+    integers and booleans become the default floating dtype, float64 in NumPy). Where the
+    library cannot promote the inputs together (array-api-strict mixes of integers and
+    floats), it is the ``result_type`` of the floating inputs and the default floating dtype.
     """
     if xp is np:
-        args = [v if isinstance(v, _PYTHON_SCALARS) else np.asarray(v) for v in (a, b) if v is not None]
-        dtype = np.result_type(*args)
-        if dtype.kind in "biu":
-            dtype = np.dtype(np.float64)
-        elif dtype.kind not in "fc":
+        args = [v if isinstance(v, _PYTHON_SCALARS) else np.asarray(v).dtype for v in (a, b) if v is not None]
+        dtype = np.result_type(*args, 1.0)
+        if dtype.kind not in "fc":
             raise TypeError(f"logsumexp needs numeric input, got dtype {dtype}")
         a = np.asarray(a, dtype=dtype)
         if b is None:
@@ -378,11 +376,12 @@ def _promote(xp, a, b):
         return np.broadcast_arrays(a, np.asarray(b, dtype=dtype))
     like = next(v for v in (a, b) if v is not None and not isinstance(v, (list, tuple) + _PYTHON_SCALARS))
     dev = _device(like)
-    a = xp.asarray(a, device=dev)
-    b = None if b is None else xp.asarray(b, device=dev)
-    arrays = [v for v in (a, b) if v is not None]
-    floats = [v.dtype for v in arrays if _kind(xp, v.dtype) in "fc"]
-    dtype = xp.result_type(*floats) if floats else xp.asarray(1.0, device=dev).dtype
+    arrays = [xp.asarray(v, device=dev) for v in (a, b) if v is not None]
+    try:
+        dtype = xp.result_type(*arrays, 1.0)
+    except TypeError:
+        floats = [v.dtype for v in arrays if _kind(xp, v.dtype) in "fc"]
+        dtype = xp.result_type(*floats, xp.asarray(1.0, device=dev).dtype)
     arrays = [_astype(xp, v, dtype) for v in arrays]
     if len(arrays) == 2:
         arrays = xp.broadcast_arrays(*arrays)
