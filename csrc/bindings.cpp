@@ -2,6 +2,9 @@
 // kernel table. Validation of user input lives in the Python layer; the checks here only
 // guarantee that a misuse of this private module raises instead of touching bad memory.
 #include <pybind11/numpy.h>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -83,7 +86,14 @@ SelectionArg selection_of(const py::object& where, const std::vector<int64_t>& s
 
 Normaliser normaliser(bool log) { return log ? Normaliser::log_softmax : Normaliser::softmax; }
 
-void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool log, const py::object& where) {
+int checked_threads(int threads) {
+    if (threads < 1) throw py::value_error("threads must be at least 1");
+    return threads;
+}
+
+void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool log, const py::object& where,
+             int threads) {
+    checked_threads(threads);
     const Kind k = kind_of(x, "x");
     same(x, out, "out");
     require_c_contiguous(x, "x");
@@ -96,15 +106,17 @@ void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool
     void* dst = out.mutable_data();
     py::gil_scoped_release release;
     if (k == Kind::f32)
-        kt.f32.forward(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta), normaliser(log), sel.ptr);
+        kt.f32.forward(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta), normaliser(log), sel.ptr, threads);
     else
-        kt.f64.forward(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, normaliser(log), sel.ptr);
+        kt.f64.forward(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, normaliser(log), sel.ptr,
+                       threads);
 }
 
 // 16-bit input (float16 when bf16 is false, else bfloat16) passed as uint16 bits; out is
 // uint16 bits of the same format, or float32.
 void forward_half(const py::array& x, py::array& out, int64_t axis, double beta, bool log, bool bf16,
-                  const py::object& where) {
+                  const py::object& where, int threads) {
+    checked_threads(threads);
     if (!x.dtype().is(py::dtype::of<uint16_t>())) throw py::type_error("x must be passed as uint16 bits");
     const bool y_float = out.dtype().is(py::dtype::of<float>());
     if ((!y_float && !out.dtype().is(py::dtype::of<uint16_t>())) || shape_of(out) != shape_of(x))
@@ -118,10 +130,13 @@ void forward_half(const py::array& x, py::array& out, int64_t axis, double beta,
     const auto* src = static_cast<const uint16_t*>(x.data());
     void* dst = out.mutable_data();
     py::gil_scoped_release release;
-    kt.half.forward(src, dst, bf16 ? HalfKind::bf16 : HalfKind::f16, y_float, lay, float(beta), normaliser(log), sel.ptr);
+    kt.half.forward(src, dst, bf16 ? HalfKind::bf16 : HalfKind::f16, y_float, lay, float(beta), normaliser(log), sel.ptr,
+                    threads);
 }
 
-void logsumexp_half(const py::array& x, py::array& out, int64_t axis, double beta, bool bf16, const py::object& where) {
+void logsumexp_half(const py::array& x, py::array& out, int64_t axis, double beta, bool bf16, const py::object& where,
+                    int threads) {
+    checked_threads(threads);
     if (!x.dtype().is(py::dtype::of<uint16_t>())) throw py::type_error("x must be passed as uint16 bits");
     require_c_contiguous(x, "x");
     require_c_contiguous(out, "out");
@@ -136,10 +151,11 @@ void logsumexp_half(const py::array& x, py::array& out, int64_t axis, double bet
     const auto* src = static_cast<const uint16_t*>(x.data());
     auto* dst = static_cast<float*>(out.mutable_data());
     py::gil_scoped_release release;
-    kt.half.logsumexp(src, dst, bf16 ? HalfKind::bf16 : HalfKind::f16, lay, float(beta), sel.ptr);
+    kt.half.logsumexp(src, dst, bf16 ? HalfKind::bf16 : HalfKind::f16, lay, float(beta), sel.ptr, threads);
 }
 
-void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta, const py::object& where) {
+void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta, const py::object& where, int threads) {
+    checked_threads(threads);
     const Kind k = kind_of(x, "x");
     require_c_contiguous(x, "x");
     require_c_contiguous(out, "out");
@@ -155,13 +171,14 @@ void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta, co
     void* dst = out.mutable_data();
     py::gil_scoped_release release;
     if (k == Kind::f32)
-        kt.f32.logsumexp(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta), sel.ptr);
+        kt.f32.logsumexp(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta), sel.ptr, threads);
     else
-        kt.f64.logsumexp(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, sel.ptr);
+        kt.f64.logsumexp(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, sel.ptr, threads);
 }
 
 void backward(const py::array& grad, const py::array& y, py::array& out, int64_t axis, double beta,
-              bool log, const py::object& where) {
+              bool log, const py::object& where, int threads) {
+    checked_threads(threads);
     const Kind k = kind_of(grad, "grad");
     same(grad, y, "y");
     same(grad, out, "out");
@@ -177,17 +194,18 @@ void backward(const py::array& grad, const py::array& y, py::array& out, int64_t
     py::gil_scoped_release release;
     if (k == Kind::f32)
         kt.f32.backward(static_cast<const float*>(g), static_cast<const float*>(s), static_cast<float*>(d), lay,
-                        float(beta), normaliser(log), sel.ptr);
+                        float(beta), normaliser(log), sel.ptr, threads);
     else
         kt.f64.backward(static_cast<const double*>(g), static_cast<const double*>(s), static_cast<double*>(d), lay,
-                        beta, normaliser(log), sel.ptr);
+                        beta, normaliser(log), sel.ptr, threads);
 }
 
 template <class T>
 void cross_entropy_typed(const py::array& logits, const py::array& target, const py::object& weight,
                          int64_t ignore_index, double smoothing, double scale_nll, double scale_smooth,
-                         py::array& nll, const py::object& smooth, const py::object& grad) {
+                         py::array& nll, const py::object& smooth, const py::object& grad, int threads) {
     CrossEntropyArgs<T> a;
+    a.threads = checked_threads(threads);
     a.rows = logits.shape(0);
     a.classes = logits.shape(1);
     if (target.ndim() == 1) {
@@ -242,14 +260,16 @@ void cross_entropy_typed(const py::array& logits, const py::array& target, const
 
 void cross_entropy(const py::array& logits, const py::array& target, const py::object& weight, int64_t ignore_index,
                    double smoothing, double scale_nll, double scale_smooth, py::array& nll, const py::object& smooth,
-                   const py::object& grad) {
+                   const py::object& grad, int threads) {
     const Kind k = kind_of(logits, "logits");
     require_c_contiguous(logits, "logits");
     if (logits.ndim() != 2) throw py::value_error("logits must be 2-D (rows, classes)");
     if (k == Kind::f32)
-        cross_entropy_typed<float>(logits, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, nll, smooth, grad);
+        cross_entropy_typed<float>(logits, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, nll, smooth,
+                                   grad, threads);
     else
-        cross_entropy_typed<double>(logits, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, nll, smooth, grad);
+        cross_entropy_typed<double>(logits, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, nll, smooth,
+                                    grad, threads);
 }
 
 #define FS_STR2(x) #x
@@ -282,18 +302,34 @@ py::dict build_info() {
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastsoftmax kernels (private: use the fastsoftmax package)";
     m.def("forward", &forward, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"), py::arg("log"),
-          py::arg("where") = py::none());
+          py::arg("where") = py::none(), py::arg("threads") = 1);
     m.def("logsumexp", &logsumexp, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"),
-          py::arg("where") = py::none());
+          py::arg("where") = py::none(), py::arg("threads") = 1);
     m.def("backward", &backward, py::arg("grad"), py::arg("y"), py::arg("out"), py::arg("axis"), py::arg("beta"),
-          py::arg("log"), py::arg("where") = py::none());
+          py::arg("log"), py::arg("where") = py::none(), py::arg("threads") = 1);
     m.def("forward_half", &forward_half, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"),
-          py::arg("log"), py::arg("bf16"), py::arg("where") = py::none());
+          py::arg("log"), py::arg("bf16"), py::arg("where") = py::none(), py::arg("threads") = 1);
     m.def("logsumexp_half", &logsumexp_half, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"),
-          py::arg("bf16"), py::arg("where") = py::none());
+          py::arg("bf16"), py::arg("where") = py::none(), py::arg("threads") = 1);
     m.def("cross_entropy", &cross_entropy, py::arg("logits"), py::arg("target"), py::arg("weight"),
           py::arg("ignore_index"), py::arg("smoothing"), py::arg("scale_nll"), py::arg("scale_smooth"), py::arg("nll"),
-          py::arg("smooth"), py::arg("grad"));
+          py::arg("smooth"), py::arg("grad"), py::arg("threads") = 1);
+    m.def("openmp", [] {
+#if defined(_OPENMP)
+        return true;
+#else
+        return false;
+#endif
+    });
+    // The OpenMP runtime's current thread limit (OMP_NUM_THREADS, omp_set_num_threads as
+    // threadpoolctl calls it), or 1 without OpenMP.
+    m.def("omp_max_threads", [] {
+#if defined(_OPENMP)
+        return omp_get_max_threads();
+#else
+        return 1;
+#endif
+    });
     m.def("isa", [] { return std::string(active_kernels().name); });
     m.def("available_isas", &available_isas);
     m.def("select_isa", &select_isa, py::arg("name"));

@@ -1,4 +1,5 @@
-// Per-ISA entry points of the numeric kernels. Declarations only: each ISA defines its
+// Per-ISA entry points of the numeric kernels. `threads` is an upper bound: small calls use
+// fewer, and results do not depend on it. Declarations only: each ISA defines its
 // table in its own translation unit, compiled with its own flags.
 #pragma once
 
@@ -51,17 +52,19 @@ struct CrossEntropyArgs {
     double* nll = nullptr;     // per row: -w[t] log p[t] (probabilities: the whole loss)
     double* smooth = nullptr;  // per row: -sum_c w[c] log p[c] (class targets with smoothing)
     T* grad = nullptr;         // rows x classes, or null
+    int threads = 1;
 };
 
 template <class T>
 struct KernelSet {
     // y = softmax(beta * x) or log_softmax(beta * x) along the axis; y may equal x.
     // Entries outside `where` (if not null) take no part and read 0 (softmax) or -inf.
-    void (*forward)(const T* x, T* y, Layout lay, T beta, Normaliser what, const Selection* where);
+    void (*forward)(const T* x, T* y, Layout lay, T beta, Normaliser what, const Selection* where, int threads);
     // out[o, i] = logsumexp(beta * x[o, :, i]).
-    void (*logsumexp)(const T* x, T* out, Layout lay, T beta, const Selection* where);
+    void (*logsumexp)(const T* x, T* out, Layout lay, T beta, const Selection* where, int threads);
     // dx from the output y and its gradient dy; dx may equal dy or y; 0 outside `where`.
-    void (*backward)(const T* dy, const T* y, T* dx, Layout lay, T beta, Normaliser what, const Selection* where);
+    void (*backward)(const T* dy, const T* y, T* dx, Layout lay, T beta, Normaliser what, const Selection* where,
+                     int threads);
     void (*cross_entropy)(const T* logits, const CrossEntropyArgs<T>& args);
 };
 
@@ -71,8 +74,9 @@ enum class HalfKind : int { f16 = 0, bf16 = 1 };
 // float32 when y_float.
 struct HalfKernelSet {
     void (*forward)(const uint16_t* x, void* y, HalfKind kind, bool y_float, Layout lay, float beta, Normaliser what,
-                    const Selection* where);
-    void (*logsumexp)(const uint16_t* x, float* out, HalfKind kind, Layout lay, float beta, const Selection* where);
+                    const Selection* where, int threads);
+    void (*logsumexp)(const uint16_t* x, float* out, HalfKind kind, Layout lay, float beta, const Selection* where,
+                      int threads);
 };
 
 struct KernelTable {

@@ -6,9 +6,11 @@ The kernels are C++ with AVX2 and AVX-512 paths chosen at run time; see :func:`s
 from ._api import (
     backend,
     cross_entropy,
+    get_num_threads,
     log_softmax,
     log_softmax_backward,
     logsumexp,
+    set_num_threads,
     show_config,
     softmax,
     softmax_backward,
@@ -21,9 +23,11 @@ __version__ = "0.1.0"
 __all__ = [
     "backend",
     "cross_entropy",
+    "get_num_threads",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
+    "set_num_threads",
     "show_config",
     "softmax",
     "softmax_backward",

@@ -35,6 +35,98 @@ if _core is not None and _core.selection_warning():
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+# ---------------------------------------------------------------------------------------
+# Threads
+
+
+def _cgroup_cpu_limit() -> Optional[int]:
+    """The CPU quota of this process's cgroup (v2 cpu.max or v1 cfs files), rounded up."""
+    import math
+
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota_us = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period_us = int(f.read())
+        if quota_us > 0 and period_us > 0:
+            return max(1, math.ceil(quota_us / period_us))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _usable_cpus() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(n, limit) if limit else n)
+
+
+def _positive_threads(value: Any, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def _threads_from_env() -> Optional[int]:
+    raw = os.environ.get("FASTSOFTMAX_NUM_THREADS", "").strip()
+    if not raw:
+        return None
+    try:
+        return _positive_threads(int(raw), "FASTSOFTMAX_NUM_THREADS")
+    except (TypeError, ValueError):
+        warnings.warn(f"FASTSOFTMAX_NUM_THREADS={raw!r} is not a positive integer; ignored", RuntimeWarning, stacklevel=2)
+        return None
+
+
+_threads_override: Optional[int] = _threads_from_env()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads the kernels use by default (``threads=None``).
+
+    Examples
+    --------
+    >>> import fastsoftmax as fs
+    >>> fs.set_num_threads(1); fs.get_num_threads()
+    1
+    >>> fs.set_num_threads(None)  # back to the default
+    """
+    global _threads_override
+    _threads_override = None if n is None else _positive_threads(n, "n")
+
+
+def get_num_threads() -> int:
+    """The number of threads a call with ``threads=None`` may use.
+
+    ``set_num_threads`` if called, else ``FASTSOFTMAX_NUM_THREADS``, else ``OMP_NUM_THREADS``
+    (and ``threadpoolctl.threadpool_limits``, which set the OpenMP runtime's limit), else the
+    CPUs this process may use (affinity and cgroup quota respected). Small calls use fewer.
+    """
+    if _threads_override is not None:
+        return _threads_override
+    if _core is None or not _core.openmp():
+        return 1
+    if os.environ.get("OMP_NUM_THREADS"):
+        return max(1, _core.omp_max_threads())
+    return max(1, min(_core.omp_max_threads(), _usable_cpus()))
+
+
+def _threads(threads: Any) -> int:
+    return get_num_threads() if threads is None else _positive_threads(threads, "threads")
+
+
 def backend() -> str:
     """Name of the active path: ``"avx512"``, ``"avx2"``, ``"scalar"`` or ``"numpy"``.
 
@@ -243,7 +335,10 @@ def _check_dtype(dtype: Any) -> Optional[np.dtype]:
     return dt
 
 
-def _forward(x: Any, axis: Any, beta: Any, out: Any, log: bool, dtype: Any = None, where: Any = None) -> np.ndarray:
+def _forward(
+    x: Any, axis: Any, beta: Any, out: Any, log: bool, dtype: Any = None, where: Any = None, threads: Any = None
+) -> np.ndarray:
+    nthreads = _threads(threads)
     arr = _as_real_array(x, "x")
     beta = _check_beta(beta)
     dtype = _check_dtype(dtype) or _result_dtype(arr.dtype)
@@ -263,7 +358,7 @@ def _forward(x: Any, axis: Any, beta: Any, out: Any, log: bool, dtype: Any = Non
         (work,), kax, transposed = _kernel_view((arr,), ax, arr.dtype)
         dst = _kernel_dst(work, out, transposed, dtype)
         y = dst if dtype == np.float32 else dst.view(np.uint16)
-        _core.forward_half(work.view(np.uint16), y, kax, beta, log, half, _kernel_where(sel, kax, transposed))
+        _core.forward_half(work.view(np.uint16), y, kax, beta, log, half, _kernel_where(sel, kax, transposed), nthreads)
         return _deliver(dst.T if transposed else dst, out, dtype)
     if _use_numpy or work_dtype not in _KERNEL_DTYPES:
         fn = _numpy.log_softmax if log else _numpy.softmax
@@ -271,7 +366,7 @@ def _forward(x: Any, axis: Any, beta: Any, out: Any, log: bool, dtype: Any = Non
         return _deliver(res, out, dtype)
     (work,), kax, transposed = _kernel_view((arr,), ax, work_dtype)
     dst = _kernel_dst(work, out, transposed)
-    _core.forward(work, dst, kax, beta, log, _kernel_where(sel, kax, transposed))
+    _core.forward(work, dst, kax, beta, log, _kernel_where(sel, kax, transposed), nthreads)
     res = dst.T if transposed else dst
     return _deliver(res, out, dtype)
 
@@ -293,7 +388,10 @@ def _limit_forward(x: np.ndarray, axis: int, beta: float, log: bool, where: Opti
     return y.astype(x.dtype)
 
 
-def _backward(grad: Any, y: Any, axis: Any, beta: Any, out: Any, log: bool, where: Any = None) -> np.ndarray:
+def _backward(
+    grad: Any, y: Any, axis: Any, beta: Any, out: Any, log: bool, where: Any = None, threads: Any = None
+) -> np.ndarray:
+    nthreads = _threads(threads)
     g = _as_real_array(grad, "grad")
     s = _as_real_array(y, "y")
     if g.shape != s.shape:
@@ -314,12 +412,15 @@ def _backward(grad: Any, y: Any, axis: Any, beta: Any, out: Any, log: bool, wher
         return _deliver(fn(g.astype(wd, copy=False), s.astype(wd, copy=False), ax, beta, sel), out, dtype)
     (gw, sw), kax, transposed = _kernel_view((g, s), ax, work_dtype)
     dst = _kernel_dst(gw, out, transposed)
-    _core.backward(gw, sw, dst, kax, beta, log, _kernel_where(sel, kax, transposed))
+    _core.backward(gw, sw, dst, kax, beta, log, _kernel_where(sel, kax, transposed), nthreads)
     res = dst.T if transposed else dst
     return _deliver(res, out, dtype)
 
 
-def _logsumexp(x: Any, axis: Any, keepdims: bool, beta: Any, out: Any, where: Any = None) -> np.ndarray:
+def _logsumexp(
+    x: Any, axis: Any, keepdims: bool, beta: Any, out: Any, where: Any = None, threads: Any = None
+) -> np.ndarray:
+    nthreads = _threads(threads)
     arr = _as_real_array(x, "x")
     beta = _check_beta(beta)
     dtype = _result_dtype(arr.dtype)
@@ -345,11 +446,11 @@ def _logsumexp(x: Any, axis: Any, keepdims: bool, beta: Any, out: Any, where: An
     if half is not None:  # read in the 16-bit format, widened in registers
         work = np.ascontiguousarray(arr)
         res = np.empty(work.shape[:ax] + work.shape[ax + 1 :], dtype=np.float32)
-        _core.logsumexp_half(work.view(np.uint16), res, ax, beta, half, _kernel_where(sel, ax, False))
+        _core.logsumexp_half(work.view(np.uint16), res, ax, beta, half, _kernel_where(sel, ax, False), nthreads)
         return _deliver(res.reshape(shape), out, dtype)
     work = np.ascontiguousarray(arr, dtype=work_dtype)
     res = np.empty(work.shape[:ax] + work.shape[ax + 1 :], dtype=work_dtype)
-    _core.logsumexp(work, res, ax, beta, _kernel_where(sel, ax, False))
+    _core.logsumexp(work, res, ax, beta, _kernel_where(sel, ax, False), nthreads)
     return _deliver(res.reshape(shape), out, dtype)
 
 
@@ -358,7 +459,14 @@ def _logsumexp(x: Any, axis: Any, keepdims: bool, beta: Any, out: Any, where: An
 
 
 def softmax(
-    x: Any, axis: int = -1, *, beta: float = 1.0, where: Any = None, dtype: Any = None, out: Optional[np.ndarray] = None
+    x: Any,
+    axis: int = -1,
+    *,
+    beta: float = 1.0,
+    where: Any = None,
+    dtype: Any = None,
+    out: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
 ) -> np.ndarray:
     r"""Softmax along an axis: ``exp(beta * x) / sum(exp(beta * x), axis)``.
 
@@ -382,6 +490,9 @@ def softmax(
     out : ndarray, optional
         Where to write the result; it must have the result's shape and dtype and be
         writeable. It may be ``x`` itself (in place) but must not overlap it partly.
+    threads : int, optional
+        Most threads to use (default :func:`get_num_threads`); small calls use fewer. The
+        result does not depend on it.
 
     Returns
     -------
@@ -411,11 +522,18 @@ def softmax(
            [0.5       , 0.5       , 0.        ],
            [0.33333333, 0.33333333, 0.33333333]])
     """
-    return _forward(x, axis, beta, out, False, dtype, where)
+    return _forward(x, axis, beta, out, False, dtype, where, threads)
 
 
 def log_softmax(
-    x: Any, axis: int = -1, *, beta: float = 1.0, where: Any = None, dtype: Any = None, out: Optional[np.ndarray] = None
+    x: Any,
+    axis: int = -1,
+    *,
+    beta: float = 1.0,
+    where: Any = None,
+    dtype: Any = None,
+    out: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
 ) -> np.ndarray:
     """Logarithm of the softmax, computed as ``beta * x - logsumexp(beta * x)``.
 
@@ -433,7 +551,7 @@ def log_softmax(
     >>> fs.log_softmax([1000., 1.])
     array([   0., -999.])
     """
-    return _forward(x, axis, beta, out, True, dtype, where)
+    return _forward(x, axis, beta, out, True, dtype, where, threads)
 
 
 def softmin(x: Any, axis: int = -1, **kwargs: Any) -> np.ndarray:
@@ -447,14 +565,23 @@ def softmin(x: Any, axis: int = -1, **kwargs: Any) -> np.ndarray:
     """
     if "beta" in kwargs:
         raise TypeError("softmin takes no beta; use softmax(x, beta=-b)")
-    unknown = set(kwargs) - {"where", "dtype", "out"}
+    unknown = set(kwargs) - {"where", "dtype", "out", "threads"}
     if unknown:
         raise TypeError(f"softmin() got unexpected keyword arguments {sorted(unknown)}")
-    return _forward(x, axis, -1.0, kwargs.get("out"), False, kwargs.get("dtype"), kwargs.get("where"))
+    return _forward(
+        x, axis, -1.0, kwargs.get("out"), False, kwargs.get("dtype"), kwargs.get("where"), kwargs.get("threads")
+    )
 
 
 def logsumexp(
-    x: Any, axis: int = -1, *, keepdims: bool = False, where: Any = None, beta: float = 1.0, out: Optional[np.ndarray] = None
+    x: Any,
+    axis: int = -1,
+    *,
+    keepdims: bool = False,
+    where: Any = None,
+    beta: float = 1.0,
+    out: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
 ) -> np.ndarray:
     """``log(sum(exp(beta * x), axis)) / ...`` computed without overflow, in one read of ``x``.
 
@@ -491,11 +618,18 @@ def logsumexp(
     >>> float(fs.logsumexp([1000., 1000.]))
     1000.6931471805599
     """
-    return _logsumexp(x, axis, bool(keepdims), beta, out, where)
+    return _logsumexp(x, axis, bool(keepdims), beta, out, where, threads)
 
 
 def softmax_backward(
-    grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0, where: Any = None, out: Optional[np.ndarray] = None
+    grad: Any,
+    y: Any,
+    axis: int = -1,
+    *,
+    beta: float = 1.0,
+    where: Any = None,
+    out: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
 ) -> np.ndarray:
     """Gradient of softmax with respect to its input: ``beta * y * (grad - sum(grad * y))``.
 
@@ -521,11 +655,18 @@ def softmax_backward(
     >>> fs.softmax_backward([1., 0.], y)
     array([ 0.25, -0.25])
     """
-    return _backward(grad, y, axis, beta, out, False, where)
+    return _backward(grad, y, axis, beta, out, False, where, threads)
 
 
 def log_softmax_backward(
-    grad: Any, y: Any, axis: int = -1, *, beta: float = 1.0, where: Any = None, out: Optional[np.ndarray] = None
+    grad: Any,
+    y: Any,
+    axis: int = -1,
+    *,
+    beta: float = 1.0,
+    where: Any = None,
+    out: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
 ) -> np.ndarray:
     """Gradient of log_softmax with respect to its input: ``beta * (grad - exp(y) * sum(grad))``.
 
@@ -538,7 +679,7 @@ def log_softmax_backward(
     >>> fs.log_softmax_backward([1., 0.], y)
     array([ 0.5, -0.5])
     """
-    return _backward(grad, y, axis, beta, out, True, where)
+    return _backward(grad, y, axis, beta, out, True, where, threads)
 
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -554,6 +695,7 @@ def cross_entropy(
     label_smoothing: float = 0.0,
     weight: Any = None,
     return_grad: bool = False,
+    threads: Optional[int] = None,
 ) -> Any:
     """Cross-entropy between softmax(logits) and targets, with torch's semantics.
 
@@ -605,6 +747,7 @@ def cross_entropy(
     array([[-0.0563,  0.0531,  0.0531],
            [ 0.1667,  0.1667, -0.3333]])
     """
+    nthreads = _threads(threads)
     x = _as_real_array(logits, "logits")
     if x.ndim == 0:
         raise ValueError("logits must have at least one dimension (the classes)")
@@ -673,7 +816,9 @@ def cross_entropy(
         nll = np.empty(rows, np.float64)
         smooth = np.empty(rows, np.float64) if smoothed else None
         grad = np.empty_like(x_rows) if return_grad else None
-        _core.cross_entropy(x_rows, t_rows, w, int(ignore_index), eps, float(scale), float(scale), nll, smooth, grad)
+        _core.cross_entropy(
+            x_rows, t_rows, w, int(ignore_index), eps, float(scale), float(scale), nll, smooth, grad, nthreads
+        )
 
     per_sample = nll if probabilities else (1 - eps) * nll + (eps / classes) * (smooth if smoothed else 0.0)
     if reduction == "none":

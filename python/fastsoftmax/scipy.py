@@ -224,10 +224,10 @@ def _forward(x: Any, axis: Any, log: bool):
         return _generic_forward(xp, x, axes, log)
 
     x = np.asarray(x)
+    axes = _axes(axis, max(x.ndim, 1))
     kind = x.dtype.kind
     if kind == "b" or kind not in "iufc":
         raise TypeError(f"softmax and log_softmax need a numeric, non-boolean array, got dtype {x.dtype}")
-    axes = _axes(axis, max(x.ndim, 1))
     scalar = x.ndim == 0
     if scalar:
         x = x.reshape(1)
@@ -482,7 +482,7 @@ def _generic_logsumexp(xp, a, b, axes: tuple, return_sign: bool):
         if cplx:
             size = xp.abs(direct)
             direct_out = xp.real(xp.log(direct)) if return_sign else xp.log(direct)
-            direct_sgn = direct / size
+            direct_sgn = xp.where(size == 0, xp.zeros_like(direct), direct / size)
         elif return_sign:
             direct_out, direct_sgn = xp.log(xp.abs(direct)), xp.sign(direct)
         else:
@@ -579,8 +579,8 @@ def logsumexp(a: Any, axis: Any = None, b: Any = None, keepdims: bool = False, r
             out = np.full(shape, -np.inf, dtype=a.dtype)
         else:
             out = xp.full(shape, -math.inf, dtype=a.dtype, device=_device(a))
-        # SciPy's sign of an empty sum is the sign of -inf: -1 (NaN for complex).
-        sgn = xp.zeros_like(out) + (math.nan if cplx else -1.0)
+        # SciPy's sign of an empty sum is the sign of -inf: -1 (NaN + NaN j for complex).
+        sgn = out * math.nan if cplx else xp.zeros_like(out) - 1.0
         return _finish(xp, out, sgn, axes, keepdims, return_sign)
 
     if xp is np and not cplx and axes:
