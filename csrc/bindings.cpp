@@ -176,6 +176,66 @@ void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta, co
         kt.f64.logsumexp(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, sel.ptr, threads);
 }
 
+// Per reduction: m (the input's dtype) and S = s_hi + s_lo (float64), shaped like the input
+// without the axis.
+void partial_stats(const py::array& x, py::array& m, py::array& s_hi, py::array& s_lo, int64_t axis, double beta,
+                   int threads) {
+    checked_threads(threads);
+    const Kind k = kind_of(x, "x");
+    require_c_contiguous(x, "x");
+    auto shape = shape_of(x);
+    const Layout lay = layout_of(shape, checked_axis(x, axis));
+    shape.erase(shape.begin() + axis);
+    for (py::array* a : {&m, &s_hi, &s_lo}) {
+        require_c_contiguous(*a, "statistics");
+        require_writeable(*a, "statistics");
+        if (shape_of(*a) != shape) throw py::value_error("statistics must have the input's shape without the axis");
+    }
+    if (!m.dtype().is(x.dtype()) || !s_hi.dtype().is(py::dtype::of<double>()) || !s_lo.dtype().is(py::dtype::of<double>()))
+        throw py::value_error("m must have the input's dtype, s_hi and s_lo float64");
+    const KernelTable& kt = active_kernels();
+    const void* src = x.data();
+    void* mp = m.mutable_data();
+    auto* hp = static_cast<double*>(s_hi.mutable_data());
+    auto* lp = static_cast<double*>(s_lo.mutable_data());
+    py::gil_scoped_release release;
+    if (k == Kind::f32) kt.f32.partial_stats(static_cast<const float*>(src), static_cast<float*>(mp), hp, lp, lay, float(beta), threads);
+    else kt.f64.partial_stats(static_cast<const double*>(src), static_cast<double*>(mp), hp, lp, lay, beta, threads);
+}
+
+void normalise(const py::array& x, const py::array& m, const py::array& s_hi, const py::array& s_lo, py::array& out,
+               int64_t axis, double beta, bool log, int threads) {
+    checked_threads(threads);
+    const Kind k = kind_of(x, "x");
+    same(x, out, "out");
+    require_c_contiguous(x, "x");
+    require_c_contiguous(out, "out");
+    require_writeable(out, "out");
+    auto shape = shape_of(x);
+    const Layout lay = layout_of(shape, checked_axis(x, axis));
+    shape.erase(shape.begin() + axis);
+    for (const py::array* a : {&m, &s_hi, &s_lo}) {
+        require_c_contiguous(*a, "statistics");
+        if (shape_of(*a) != shape) throw py::value_error("statistics must have the input's shape without the axis");
+    }
+    if (!m.dtype().is(x.dtype()) || !s_hi.dtype().is(py::dtype::of<double>()) || !s_lo.dtype().is(py::dtype::of<double>()))
+        throw py::value_error("m must have the input's dtype, s_hi and s_lo float64");
+    if (x.data() == out.data()) throw py::value_error("out must not be x");
+    const KernelTable& kt = active_kernels();
+    const void* src = x.data();
+    const void* mp = m.data();
+    const auto* hp = static_cast<const double*>(s_hi.data());
+    const auto* lp = static_cast<const double*>(s_lo.data());
+    void* dst = out.mutable_data();
+    py::gil_scoped_release release;
+    if (k == Kind::f32)
+        kt.f32.normalise(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta),
+                         static_cast<const float*>(mp), hp, lp, normaliser(log), threads);
+    else
+        kt.f64.normalise(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta,
+                         static_cast<const double*>(mp), hp, lp, normaliser(log), threads);
+}
+
 void backward(const py::array& grad, const py::array& y, py::array& out, int64_t axis, double beta,
               bool log, const py::object& where, int threads) {
     checked_threads(threads);
@@ -307,6 +367,10 @@ PYBIND11_MODULE(_core, m) {
           py::arg("where") = py::none(), py::arg("threads") = 1);
     m.def("backward", &backward, py::arg("grad"), py::arg("y"), py::arg("out"), py::arg("axis"), py::arg("beta"),
           py::arg("log"), py::arg("where") = py::none(), py::arg("threads") = 1);
+    m.def("partial_stats", &partial_stats, py::arg("x"), py::arg("m"), py::arg("s_hi"), py::arg("s_lo"),
+          py::arg("axis"), py::arg("beta") = 1.0, py::arg("threads") = 1);
+    m.def("normalise", &normalise, py::arg("x"), py::arg("m"), py::arg("s_hi"), py::arg("s_lo"), py::arg("out"),
+          py::arg("axis"), py::arg("beta") = 1.0, py::arg("log") = false, py::arg("threads") = 1);
     m.def("forward_half", &forward_half, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"),
           py::arg("log"), py::arg("bf16"), py::arg("where") = py::none(), py::arg("threads") = 1);
     m.def("logsumexp_half", &logsumexp_half, py::arg("x"), py::arg("out"), py::arg("axis"), py::arg("beta"),

@@ -62,6 +62,13 @@ struct KernelSet {
     void (*forward)(const T* x, T* y, Layout lay, T beta, Normaliser what, const Selection* where, int threads);
     // out[o, i] = logsumexp(beta * x[o, :, i]).
     void (*logsumexp)(const T* x, T* out, Layout lay, T beta, const Selection* where, int threads);
+    // Per reduction (outer x inner): the maximum m of beta * x and S = sum exp(beta * x - m) as
+    // s_hi + s_lo; partial results of an array processed in pieces, merged elsewhere.
+    void (*partial_stats)(const T* x, T* m, double* s_hi, double* s_lo, Layout lay, T beta, int threads);
+    // y = softmax or log_softmax of beta * x from merged (m, S) per reduction. x may not alias y
+    // where a reduction holds +inf or NaN.
+    void (*normalise)(const T* x, T* y, Layout lay, T beta, const T* m, const double* s_hi, const double* s_lo,
+                      Normaliser what, int threads);
     // dx from the output y and its gradient dy; dx may equal dy or y; 0 outside `where`.
     void (*backward)(const T* dy, const T* y, T* dx, Layout lay, T beta, Normaliser what, const Selection* where,
                      int threads);

@@ -183,7 +183,7 @@ struct VD {
         alignas(32) double s[4], c[4];
         _mm256_store_pd(s, a.s);
         _mm256_store_pd(c, a.c);
-        return (long double)s[k] + c[k];
+        return std::isfinite(s[k]) ? (long double)s[k] + c[k] : (long double)s[k];  // no inf - inf
     }
     static long double acc_sum(const Acc& a) {
         long double t = 0;

@@ -129,7 +129,7 @@ struct VD {
         alignas(64) double s[8], c[8];
         _mm512_store_pd(s, a.s);
         _mm512_store_pd(c, a.c);
-        return (long double)s[k] + c[k];
+        return std::isfinite(s[k]) ? (long double)s[k] + c[k] : (long double)s[k];  // no inf - inf
     }
     static long double acc_sum(const Acc& a) {
         long double t = 0;

@@ -71,7 +71,7 @@ struct Lane {
         a.c += (a.s - (t - vv)) + (x - vv);
         a.s = t;
     }
-    static long double acc_sum(const Acc& a) { return (long double)a.s + a.c; }
+    static long double acc_sum(const Acc& a) { return std::isfinite(a.s) ? (long double)a.s + a.c : (long double)a.s; }
     static long double acc_lane(const Acc& a, int) { return acc_sum(a); }
 };
 

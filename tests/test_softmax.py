@@ -36,6 +36,7 @@ TAIL_SAMPLE = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 7
 HYPOTHESIS_SETTINGS = settings(
     max_examples=50,
     deadline=None,
+    database=None,  # no example database written into the work tree
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
@@ -252,6 +253,36 @@ def test_strided_out_array_receives_result_and_gaps_are_untouched(backend, dtype
     assert_softmax_matches_reference(buf[:, ::2], x, axis=-1)
     # Gaps in the out buffer keep the sentinel: exact comparison.
     npt.assert_array_equal(buf[:, 1::2], np.full((4, 19), -7.0, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("in_order,out_order", [("C", "F"), ("F", "C")])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_out_with_other_memory_order_than_input_receives_result(backend, dtype, in_order,
+                                                               out_order, axis, rng):
+    x = np.array(rng.normal(0, 3, size=(4, 9, 21)).astype(dtype), order=in_order)
+    out = np.full(x.shape, -7.0, dtype=dtype, order=out_order)
+    fs.softmax(x, axis=axis, out=out)
+    # Tolerance: 4 ULP (dtype-specific).
+    assert_softmax_matches_reference(out, x, axis=axis)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_in_place_on_3d_fortran_input_gives_reference(backend, dtype, axis, rng):
+    x = np.asfortranarray(rng.normal(0, 3, size=(6, 11, 17)).astype(dtype))
+    x_orig = x.copy()
+    fs.softmax(x, axis=axis, out=x)
+    # Tolerance: 4 ULP (dtype-specific).
+    assert_softmax_matches_reference(x, x_orig, axis=axis)
+
+
+def test_in_place_float16_gives_float16_within_1_ulp(backend, rng):
+    x = rng.normal(0, 3, size=(5, 33)).astype(np.float16)
+    x_orig = x.copy()
+    fs.softmax(x, out=x)
+    # Tolerance: 1 ULP (float16) vs float16(float64 reference).
+    assert_softmax_matches_reference(x, x_orig, axis=-1)
 
 
 # ----------------------------------------------------------------------------
@@ -698,6 +729,18 @@ def test_backward_in_place_into_grad_matches_reference(backend, dtype, axis, rng
     # Returned values equal out, and y is not modified: exact comparisons.
     npt.assert_array_equal(res, g)
     npt.assert_array_equal(y, y_orig)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("axis", [0, 1])
+def test_backward_in_place_into_fortran_grad_matches_reference(backend, dtype, axis, rng):
+    x = rng.normal(0, 3, size=(12, 19))
+    y = np.asfortranarray(ref_softmax(x, axis).astype(dtype))
+    g = np.asfortranarray(rng.normal(0, 1, size=(12, 19)).astype(dtype))
+    g_orig = g.copy()
+    fs.softmax_backward(g, y, axis=axis, out=g)
+    # Tolerance: (n + 4) * eps(dtype) * y * (|g| + sum|g| y) (see helper).
+    assert_backward_matches_reference(g, g_orig, y, axis=axis)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)

@@ -1,0 +1,258 @@
+"""fastsoftmax.cross_entropy against torch.nn.functional.cross_entropy (#3).
+
+Values and gradients are compared with torch (autograd) on the same inputs: in float64
+within 1e-10 relative, and the float32 kernels against torch's float64 result within 1e-5
+relative.  Tests taking the ``backend`` fixture (tests/conftest.py) run once per entry of
+``fs._api.available_backends()``.
+"""
+
+import numpy as np
+import numpy.testing as npt
+import pytest
+
+import fastsoftmax as fs
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+N, C, D = 7, 5, 3
+
+# layout -> (logits shape, package axis, permutation taking the logits to torch's
+# (N, C, ...) layout, or None when the logits already are in it)
+LAYOUTS = {
+    "NC_axis_last": ((N, C), -1, None),
+    "NCd_axis_1": ((N, C, D), 1, None),
+    "NdC_axis_last": ((N, D, C), -1, (0, 2, 1)),
+    "CN_axis_0": ((C, N), 0, (1, 0)),
+    "C_unbatched": ((C,), -1, None),
+}
+TARGET_KINDS = ["class", "class_ignore", "probabilities"]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def _case(layout, kind, weighted, rng, dtype=np.float64, ignore_index=-100):
+    """Random logits, targets and weights for a layout; the class axis is `axis`."""
+    shape, axis, _ = LAYOUTS[layout]
+    logits = rng.normal(0, 2, size=shape).astype(dtype)
+    sample_shape = shape[: axis % len(shape)] + shape[axis % len(shape) + 1 :]
+    if kind == "probabilities":
+        raw = rng.random(shape) + 0.05
+        target = (raw / raw.sum(axis=axis, keepdims=True)).astype(dtype)
+    else:
+        target = rng.integers(0, C, size=sample_shape).astype(np.int64)
+        if kind == "class_ignore":
+            flat = target.reshape(-1)
+            flat[rng.choice(flat.size, size=max(1, flat.size // 3), replace=False)] = ignore_index
+            target = flat.reshape(sample_shape)
+    weight = rng.uniform(0.5, 2.0, size=C).astype(dtype) if weighted else None
+    return logits, target, weight
+
+
+def _to_torch_layout(a, layout):
+    perm = LAYOUTS[layout][2]
+    return a if perm is None else np.transpose(a, perm)
+
+
+def _from_torch_layout(a, layout):
+    perm = LAYOUTS[layout][2]
+    return a if perm is None else np.transpose(a, np.argsort(perm))
+
+
+def torch_reference(logits, target, layout, reduction, smoothing, weight, ignore_index=-100):
+    """Loss and d(loss)/d(logits) from torch in float64 (for "none": d(sum of losses))."""
+    x = torch.tensor(_to_torch_layout(logits.astype(np.float64), layout), requires_grad=True)
+    if target.dtype.kind == "f":
+        t = torch.tensor(_to_torch_layout(target.astype(np.float64), layout))
+    else:
+        # Sample-shaped class targets: the permutations above only move the class axis,
+        # so the remaining axes keep their order.
+        t = torch.tensor(target.astype(np.int64))
+    w = None if weight is None else torch.tensor(np.asarray(weight, np.float64))
+    loss = F.cross_entropy(
+        x, t, weight=w, ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing
+    )
+    (loss.sum() if reduction == "none" else loss).backward()
+    return loss.detach().numpy(), _from_torch_layout(x.grad.numpy(), layout)
+
+
+def _matrix():
+    for layout in LAYOUTS:
+        for kind in TARGET_KINDS:
+            if layout == "C_unbatched" and kind == "class_ignore":
+                continue  # the single target ignored is the all-ignored case, tested below
+            for reduction in REDUCTIONS:
+                for smoothing in (0.0, 0.1):
+                    for weighted in (False, True):
+                        yield pytest.param(
+                            layout, kind, reduction, smoothing, weighted,
+                            id=f"{layout}-{kind}-{reduction}-ls{smoothing}-{'w' if weighted else 'now'}",
+                        )
+
+
+@pytest.mark.parametrize("layout, kind, reduction, smoothing, weighted", list(_matrix()))
+def test_float64_loss_and_gradient_match_torch_within_1e_10(backend, layout, kind, reduction, smoothing, weighted, rng):
+    # An in-range class can be the ignored one (torch allows ignore_index only with class targets).
+    ignore_index = 2 if layout == "NCd_axis_1" and kind != "probabilities" else -100
+    logits, target, weight = _case(layout, kind, weighted, rng, ignore_index=ignore_index)
+    axis = LAYOUTS[layout][1]
+    loss, grad = fs.cross_entropy(
+        logits, target, axis=axis, reduction=reduction, ignore_index=ignore_index,
+        label_smoothing=smoothing, weight=weight, return_grad=True,
+    )
+    ref_loss, ref_grad = torch_reference(logits, target, layout, reduction, smoothing, weight, ignore_index)
+    assert np.asarray(loss).dtype == np.float64
+    assert np.shape(loss) == ref_loss.shape
+    assert grad.shape == logits.shape and grad.dtype == np.float64
+    # Tolerance: 1e-10 relative (elementwise); ignored samples' losses and gradients are exactly 0.
+    npt.assert_allclose(loss, ref_loss, rtol=1e-10, atol=0)
+    npt.assert_allclose(grad, ref_grad, rtol=1e-10, atol=0)
+    # Without return_grad the same loss comes back alone: exact.
+    loss_only = fs.cross_entropy(
+        logits, target, axis=axis, reduction=reduction, ignore_index=ignore_index,
+        label_smoothing=smoothing, weight=weight,
+    )
+    npt.assert_array_equal(loss_only, loss)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("kind", TARGET_KINDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_float32_loss_and_gradient_match_torch_float64_within_1e_5(backend, layout, kind, reduction, rng):
+    if layout == "C_unbatched" and kind == "class_ignore":
+        kind = "class"
+    logits, target, weight = _case(layout, kind, True, rng, dtype=np.float32)
+    axis = LAYOUTS[layout][1]
+    loss, grad = fs.cross_entropy(
+        logits, target, axis=axis, reduction=reduction, label_smoothing=0.1, weight=weight, return_grad=True
+    )
+    assert np.asarray(loss).dtype == np.float32 and grad.dtype == np.float32
+    # Reference: torch in float64 on the same (float32) inputs.
+    ref_loss, ref_grad = torch_reference(logits, target, layout, reduction, 0.1, weight)
+    # Tolerance: 1e-5 relative, plus 1e-6 x the largest gradient entry for entries that
+    # nearly cancel (w_t (p - 1) + smoothing terms).
+    npt.assert_allclose(loss, ref_loss, rtol=1e-5, atol=0)
+    npt.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-6 * np.abs(ref_grad).max())
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_weighted_mean_divides_by_summed_weights_of_non_ignored_targets(backend, weighted):
+    logits = np.array([[1.0, 2.0, 0.5], [0.0, 0.0, 3.0], [2.0, -1.0, 0.0], [0.3, 0.1, 0.2]])
+    target = np.array([1, 2, -100, 0])
+    weight = np.array([0.5, 2.0, 4.0]) if weighted else None
+    w = np.ones(3) if weight is None else weight
+    # Independent reference in longdouble: -sum_i w[t_i] log p_i[t_i] / sum_i w[t_i].
+    z = logits.astype(np.longdouble)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    keep = target != -100
+    idx = np.nonzero(keep)[0]
+    num = -(w[target[idx]] * logp[idx, target[idx]]).sum()
+    den = w[target[idx]].sum()
+    # Tolerance: 1e-14 relative (three rows, longdouble reference).
+    npt.assert_allclose(fs.cross_entropy(logits, target, weight=weight), float(num / den), rtol=1e-14)
+    npt.assert_allclose(fs.cross_entropy(logits, target, weight=weight, reduction="sum"), float(num), rtol=1e-14)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_mean_over_all_ignored_targets_is_nan_like_torch(backend, weighted, rng):
+    logits = rng.normal(size=(4, C))
+    target = np.full(4, -100)
+    weight = rng.uniform(0.5, 2, size=C) if weighted else None
+    loss = fs.cross_entropy(logits, target, weight=weight)
+    ref_loss, _ = torch_reference(logits, target, "NC_axis_last", "mean", 0.0, weight)
+    # Exact: 0 / 0 -> NaN, as torch gives.
+    assert np.isnan(ref_loss) and np.isnan(loss)
+    # "sum" and "none" are exactly 0 with a zero gradient.
+    total, grad = fs.cross_entropy(logits, target, weight=weight, reduction="sum", return_grad=True)
+    assert total == 0.0
+    npt.assert_array_equal(grad, 0.0)
+    npt.assert_array_equal(fs.cross_entropy(logits, target, weight=weight, reduction="none"), np.zeros(4))
+    # The unbatched single ignored target: NaN for "mean" too.
+    assert np.isnan(fs.cross_entropy(logits[0], np.array(-100)))
+
+
+@pytest.mark.parametrize("tdtype", [np.int8, np.uint8, np.int16, np.int32, np.uint64])
+def test_any_integer_target_dtype_gives_the_torch_result(backend, tdtype, rng):
+    logits, target, _ = _case("NC_axis_last", "class", False, rng)
+    loss, grad = fs.cross_entropy(logits, target.astype(tdtype), return_grad=True)
+    ref_loss, ref_grad = torch_reference(logits, target, "NC_axis_last", "mean", 0.0, None)
+    # Tolerance: 1e-10 relative.
+    npt.assert_allclose(loss, ref_loss, rtol=1e-10)
+    npt.assert_allclose(grad, ref_grad, rtol=1e-10)
+
+
+def test_large_logits_do_not_overflow_like_torch(backend):
+    logits = np.array([[1000.0, 0.0, -1000.0], [-5000.0, 5000.0, 4999.0]])
+    target = np.array([2, 2])
+    loss, grad = fs.cross_entropy(logits, target, reduction="none", return_grad=True)
+    ref_loss, ref_grad = torch_reference(logits, target, "NC_axis_last", "none", 0.0, None)
+    # Tolerance: 1e-10 relative (losses are 2000 and 1 + log(1 + e^-1)).
+    npt.assert_allclose(loss, ref_loss, rtol=1e-10)
+    npt.assert_allclose(grad, ref_grad, rtol=1e-10, atol=0)
+
+
+# ----------------------------------------------------------------------------
+# Errors
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [C, C + 7, -1, -101])
+def test_target_out_of_range_raises_value_error_naming_target(bad):
+    logits = np.zeros((3, C))
+    target = np.array([0, bad, 1])
+    with pytest.raises(ValueError, match="target"):
+        fs.cross_entropy(logits, target)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        np.zeros(4, np.int64),  # one sample too many
+        np.zeros((3, 1), np.int64),  # an extra axis
+        np.zeros((3, C + 1)),  # probabilities with the wrong number of classes
+        np.zeros((3,), np.float64),  # probabilities with the class axis missing
+    ],
+    ids=["class_len", "class_ndim", "prob_classes", "prob_no_class_axis"],
+)
+def test_wrong_target_shape_raises_value_error(target):
+    with pytest.raises(ValueError):
+        fs.cross_entropy(np.zeros((3, C)), target)
+
+
+@pytest.mark.parametrize("target", [np.array([True, False, True]), np.array([0, 1, 2], np.complex128)], ids=["bool", "complex"])
+def test_bool_or_complex_target_raises_type_error(target):
+    with pytest.raises(TypeError):
+        fs.cross_entropy(np.zeros((3, C)), target)
+
+
+@pytest.mark.parametrize("reduction", ["avg", "MEAN", "", "batchmean"])
+def test_unknown_reduction_raises_value_error(reduction):
+    with pytest.raises(ValueError):
+        fs.cross_entropy(np.zeros((3, C)), np.array([0, 1, 2]), reduction=reduction)
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.5, -1e-12, 2.0])
+def test_label_smoothing_outside_0_1_raises_value_error(smoothing):
+    with pytest.raises(ValueError):
+        fs.cross_entropy(np.zeros((3, C)), np.array([0, 1, 2]), label_smoothing=smoothing)
+
+
+@pytest.mark.parametrize("length", [C - 1, C + 1, 1])
+def test_weight_of_wrong_length_raises_value_error(length):
+    with pytest.raises(ValueError):
+        fs.cross_entropy(np.zeros((3, C)), np.array([0, 1, 2]), weight=np.ones(length))
+
+
+@pytest.mark.parametrize("kind", ["class", "probabilities"])
+def test_minus_inf_logit_with_label_smoothing_gives_inf_loss_like_torch(backend, kind, request):
+    # A masked-out class (logit -inf): smoothing puts mass eps/C on it, so -log p = +inf there.
+    logits = np.array([[0.5, -np.inf, 1.0, 2.0], [0.1, 0.2, 0.3, 0.4]])
+    if kind == "class":
+        target = np.array([2, 0])
+    else:
+        target = np.array([[0.2, 0.0, 0.3, 0.5], [0.25, 0.25, 0.25, 0.25]])
+    loss, grad = fs.cross_entropy(logits, target, reduction="none", label_smoothing=0.1, return_grad=True)
+    ref_loss, ref_grad = torch_reference(logits, target, "NC_axis_last", "none", 0.1, None)
+    assert np.isposinf(ref_loss[0])
+    # Exact for the +inf; tolerance 1e-10 relative for the finite row and the gradient.
+    npt.assert_allclose(loss, ref_loss, rtol=1e-10)
+    npt.assert_allclose(grad, ref_grad, rtol=1e-10, atol=0)
