@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <bitset>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -31,7 +32,7 @@ struct VF {
     }
     static M mand(M a, M b) { return _mm256_and_ps(a, b); }
     // 16-bit formats (F16C for binary16; bfloat16 by shifts), round to nearest even.
-    static int lanes(M m) { return __builtin_popcount(unsigned(_mm256_movemask_ps(m))); }
+    static int lanes(M m) { return int(std::bitset<8>(unsigned(_mm256_movemask_ps(m))).count()); }
     static __m128i bits16(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
     static __m128i bits16(const void* p, M m) {
         alignas(16) uint16_t b[8] = {};

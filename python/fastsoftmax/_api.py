@@ -560,7 +560,7 @@ def softmin(x: Any, axis: int = -1, **kwargs: Any) -> np.ndarray:
     Examples
     --------
     >>> import fastsoftmax as fs
-    >>> fs.softmin([0., 0., 100.])
+    >>> fs.softmin([0., 0., 1000.])
     array([0.5, 0.5, 0. ])
     """
     if "beta" in kwargs:
@@ -741,10 +741,10 @@ def cross_entropy(
     >>> import numpy as np, fastsoftmax as fs
     >>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     >>> round(float(fs.cross_entropy(logits, [0, 2])), 6)
-    0.826117
+    0.669079
     >>> loss, grad = fs.cross_entropy(logits, [0, 2], return_grad=True)
     >>> np.round(grad, 4)
-    array([[-0.0563,  0.0531,  0.0531],
+    array([[-0.1065,  0.0533,  0.0533],
            [ 0.1667,  0.1667, -0.3333]])
     """
     nthreads = _threads(threads)
