@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fpenv.h"
 #include "half.h"
 #include "kernels.h"
 

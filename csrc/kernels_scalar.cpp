@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "fpenv.h"
 #include "half.h"
 #include "kernels.h"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 import os
 import warnings
@@ -62,7 +63,9 @@ def _cgroup_cpu_limit() -> Optional[int]:
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def _usable_cpus() -> int:
+    """CPUs this process may use (read once: the files behind it are slow to read per call)."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -781,7 +784,7 @@ def cross_entropy(
                 f"got {int(t_rows[bad][0])}"
             )
         probabilities = False
-    elif t.dtype.kind == "f":
+    elif t.dtype.kind == "f" or _is_bfloat16(t.dtype):
         if t.shape != x.shape:
             raise ValueError(f"probability targets must have the logits' shape {x.shape}, got {t.shape}")
         t_rows = np.ascontiguousarray(np.moveaxis(t, ax, -1).reshape(-1, classes), dtype=work_dtype)

@@ -24,12 +24,17 @@ def _work(x: np.ndarray, beta: float, where=None) -> np.ndarray:
     return z if where is None else np.where(where, z, -np.inf)
 
 
+def _narrow(y: np.ndarray, dtype) -> np.ndarray:
+    with np.errstate(over="ignore"):  # a value beyond the dtype's range is +-inf there
+        return y.astype(dtype, copy=False)
+
+
 def _finish(y: np.ndarray, where, axis: int, outside: float, dtype) -> np.ndarray:
     """Entries outside `where`, and rows with nothing selected, read `outside`."""
     if where is not None:
         w = np.broadcast_to(where, y.shape)
         y = np.where(w & w.any(axis=axis, keepdims=True), y, outside)
-    return y.astype(dtype, copy=False)
+    return _narrow(y, dtype)
 
 
 def _row_stats(z: np.ndarray, axis: int):
@@ -54,7 +59,7 @@ def logsumexp(x: np.ndarray, axis: int, keepdims: bool = False, beta: float = 1.
     lse = np.where(nan, np.nan, lse)
     if not keepdims:
         lse = np.squeeze(lse, axis=axis)
-    return lse.astype(x.dtype, copy=False)
+    return _narrow(lse, x.dtype)
 
 
 def softmax(x: np.ndarray, axis: int, beta: float = 1.0, where=None) -> np.ndarray:
@@ -90,7 +95,7 @@ def softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1
     g, s = _grads(grad, y, where)
     dot = (g * s).sum(axis=axis, keepdims=True)
     dx = beta * s * (g - dot)
-    return (dx if where is None else np.where(where, dx, 0)).astype(grad.dtype, copy=False)
+    return _narrow(dx if where is None else np.where(where, dx, 0), grad.dtype)
 
 
 def log_softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0, where=None) -> np.ndarray:
@@ -98,7 +103,7 @@ def log_softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float
     total = g.sum(axis=axis, keepdims=True)
     with np.errstate(invalid="ignore"):
         dx = beta * (g - np.exp(s) * total)
-    return (dx if where is None else np.where(where, dx, 0)).astype(grad.dtype, copy=False)
+    return _narrow(dx if where is None else np.where(where, dx, 0), grad.dtype)
 
 
 def cross_entropy_rows(x, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, want_grad):

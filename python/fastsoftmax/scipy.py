@@ -6,19 +6,24 @@ results, so that ::
     from fastsoftmax.scipy import softmax, log_softmax, logsumexp
 
 can replace ``from scipy.special import ...`` in existing code. Real-valued NumPy input (the
-common case) is computed by the fastsoftmax kernels; SciPy's conventions are then applied where
-they differ from fastsoftmax's own (rows containing ``+inf`` give NaN, as in SciPy, instead of
-the limit). Complex input, ``b=`` weights that may be negative, and arrays of other array-API
-libraries (CuPy, PyTorch, JAX, array-api-strict, ...) take a plain array-API implementation
-that returns arrays of the input's library. SciPy itself is not needed.
+common case), with or without ``b=`` weights, is computed by the fastsoftmax kernels; SciPy's
+conventions are then applied where they differ from fastsoftmax's own (groups containing
+``+inf`` give NaN, as in SciPy, instead of the limit). Complex input and arrays of other
+array-API libraries (PyTorch, JAX, CuPy, array-api-strict, ...) take a plain array-API
+implementation that returns arrays of the input's library. SciPy itself is not needed.
 
-Known, deliberate differences from SciPy (each where SciPy's result is an artefact):
+Known, deliberate differences from SciPy, each where SciPy's result is an artefact:
 
-- unsigned integer input to ``softmax`` / ``log_softmax`` gives the correct result (SciPy
-  subtracts the maximum in the unsigned type, which wraps around, and returns NaN/-inf);
-  small signed integers (int8, int16) likewise never wrap;
-- ``logsumexp`` with ``b=0`` ignores the matching element of ``a`` even where the result is
-  infinite (SciPy gives NaN for ``logsumexp([inf, inf], b=[0, 1])``; here it is ``inf``).
+- integer input to ``softmax`` / ``log_softmax`` never wraps around: SciPy subtracts the
+  maximum in the integer type, so that unsigned input (``uint8 [1, 2]``) or a wide range of
+  int8/int16 values gives NaN/-inf there; the result dtype is SciPy's;
+- ``logsumexp`` leaves out the elements with ``b == 0`` even where the result is not finite
+  (SciPy: ``logsumexp([inf, inf], b=[0, 1])`` is NaN, from ``0 * inf``; here ``inf``);
+- ``logsumexp`` results that SciPy's fallback loses to underflow or overflow are kept
+  (``logsumexp([-1000, -1000], b=[-1, -1])`` is NaN, the log of a negative number, not
+  -inf; ``b=inf`` gives inf, not NaN);
+- ``logsumexp`` of an empty array over several axes is -inf (SciPy raises IndexError), and
+  with ``axis=()`` keeps the empty shape.
 
 Examples
 --------
@@ -33,10 +38,9 @@ array([[0.25, 0.25],
 
 from __future__ import annotations
 
-import contextlib
 import math
 import operator
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import numpy as np
 
@@ -415,6 +419,46 @@ def _kernel_logsumexp(t: np.ndarray, axes: tuple, keepdims: bool) -> np.ndarray:
     return np.asarray(res)
 
 
+def _weighted_logsumexp(a: np.ndarray, b: np.ndarray, axes: tuple, return_sign: bool):
+    """Real ``log|sum(b * exp(a))|`` and its sign with the kernels (``a``, ``b`` broadcast).
+
+    With ``t = a + log|b|`` (``-inf`` where ``b == 0``, so that element is left out), the
+    positive and the negative terms are two plain logsumexps, ``lp`` and ``ln``; then
+    ``log|P - N| = max(lp, ln) + log(1 - exp(-|lp - ln|))`` with the sign of ``lp - ln``.
+    Where that is not finite (infinite or NaN input, a sum that cancels to zero), the direct
+    ``log(sum(b * exp(a)))`` is used, so that infinities follow ``exp`` and ``log``.
+    """
+    work = np.promote_types(a.dtype, np.float32)  # float16 is computed in float32
+    with _errstate():
+        t = np.log(np.abs(b.astype(work, copy=False)))
+        t += a
+        zero = b == 0
+        if zero.any():
+            np.copyto(t, -np.inf, where=zero)
+        neg = b < 0  # NaN weights count as positive: they make the result NaN either way
+        if not neg.any():
+            out = _kernel_logsumexp(t, axes, keepdims=True).astype(a.dtype, copy=False)
+            return out, (_sign_from_result(out) if return_sign else None)
+        t_neg = np.where(neg, t, -np.inf)
+        np.copyto(t, -np.inf, where=neg)
+        lp = _kernel_logsumexp(t, axes, keepdims=True)
+        ln = _kernel_logsumexp(t_neg, axes, keepdims=True)
+        d = lp - ln
+        # log(1 - exp(-|d|)), accurate both for small |d| (expm1) and large (log1p).
+        e = -np.abs(d)
+        log1mexp = np.where(e > -math.log(2), np.log(-np.expm1(e)), np.log1p(-np.exp(e)))
+        out = np.maximum(lp, ln) + log1mexp
+        sgn = np.sign(d)
+        finite = np.isfinite(out)
+        if not finite.all():
+            direct = np.sum(np.where(zero, 0, b * np.exp(a)), axis=axes, keepdims=True)
+            out = np.where(finite, out, np.log(np.abs(direct)))
+            sgn = np.where(finite, sgn, np.sign(direct))
+        if not return_sign:
+            out = np.where(sgn < 0, np.nan, out)
+    return out.astype(a.dtype, copy=False), (sgn.astype(a.dtype, copy=False) if return_sign else None)
+
+
 def _wrap_phase(xp, out, cdtype):
     """Bring the imaginary part of ``out`` into (-pi, pi], the principal branch of log."""
     y = xp.imag(out)
@@ -477,20 +521,23 @@ def _generic_logsumexp(xp, a, b, axes: tuple, return_sign: bool):
             sgn = xp.where(c_zero, xp.sign(r), xp.sign(c_safe) * xp.sign(1 + q))
 
         finite = xp.isfinite(out)
-        terms = xp.exp(a) if b is None else xp.where(dropped, xp.zeros_like(a), b * xp.exp(a))
-        direct = xp.sum(terms, axis=axes, keepdims=True)
-        if cplx:
-            size = xp.abs(direct)
-            direct_out = xp.real(xp.log(direct)) if return_sign else xp.log(direct)
-            direct_sgn = xp.where(size == 0, xp.zeros_like(direct), direct / size)
-        elif return_sign:
-            direct_out, direct_sgn = xp.log(xp.abs(direct)), xp.sign(direct)
-        else:
-            direct_out, direct_sgn = xp.log(direct), xp.sign(direct)
         if not cplx and not return_sign:
             out = xp.where(sgn < 0, xp.zeros_like(out) + math.nan, out)
-        out = xp.where(finite, out, direct_out)
-        sgn = xp.where(finite, sgn, direct_sgn)
+        # NumPy: the direct sum only where needed. (Other libraries may be lazy, as JAX
+        # under jit: no branching on values there.)
+        if not (xp is np and finite.all()):
+            terms = xp.exp(a) if b is None else xp.where(dropped, xp.zeros_like(a), b * xp.exp(a))
+            direct = xp.sum(terms, axis=axes, keepdims=True)
+            if cplx:
+                size = xp.abs(direct)
+                direct_out = xp.real(xp.log(direct)) if return_sign else xp.log(direct)
+                direct_sgn = xp.where(size == 0, xp.zeros_like(direct), direct / size)
+            elif return_sign:
+                direct_out, direct_sgn = xp.log(xp.abs(direct)), xp.sign(direct)
+            else:
+                direct_out, direct_sgn = xp.log(direct), xp.sign(direct)
+            out = xp.where(finite, out, direct_out)
+            sgn = xp.where(finite, sgn, direct_sgn)
         if cplx and not return_sign:
             out = _wrap_phase(xp, out, out.dtype)
     return out, sgn
@@ -530,12 +577,15 @@ def logsumexp(a: Any, axis: Any = None, b: Any = None, keepdims: bool = False, r
 
     Notes
     -----
-    Real NumPy input without `b`, or with `b` >= 0 everywhere (as ``logsumexp(a + log(b))``),
-    is computed by :func:`fastsoftmax.logsumexp` in one read of the data, with the terms equal
-    to the maximum counted exactly so that tiny contributions are not lost. A tuple of axes is
-    moved to the end and flattened into one axis first (a copy). Negative weights, complex
-    input and other array libraries use a NumPy / array-API implementation of the same
-    algorithm, falling back to ``log(sum(b * exp(a)))`` where that is not finite.
+    Real NumPy input is computed by :func:`fastsoftmax.logsumexp`, in one read of the data,
+    with the terms equal to the maximum counted exactly so that tiny contributions are not
+    lost. Weights enter as ``a + log|b|``; with negative weights the positive and the negative
+    terms are summed separately (two kernel calls) and combined as
+    ``log|P - N| = log P + log(1 - N / P)``. A tuple of axes is moved to the end and flattened
+    into one axis first (a copy). Complex input and other array libraries use an array-API
+    implementation of the same algorithm. Where the result is not finite (infinite or NaN
+    input, a sum that cancels to zero), it is ``log(sum(b * exp(a)))`` computed directly, so
+    that infinities follow the C99 rules of ``exp`` and ``log``, as in SciPy.
 
     Examples
     --------
@@ -584,18 +634,12 @@ def logsumexp(a: Any, axis: Any = None, b: Any = None, keepdims: bool = False, r
         return _finish(xp, out, sgn, axes, keepdims, return_sign)
 
     if xp is np and not cplx and axes:
-        t = a
-        if b is not None:
-            with _errstate():
-                nonneg = bool(np.all(b >= 0))
-            if nonneg:
-                work = np.promote_types(a.dtype, np.float32)
-                with _errstate():
-                    t = np.where(b == 0, -np.inf, a.astype(work) + np.log(b.astype(work)))
-        if b is None or nonneg:
-            out = _kernel_logsumexp(t, axes, keepdims=True).astype(a.dtype, copy=False)
+        if b is None:
+            out = _kernel_logsumexp(a, axes, keepdims=True)
             sgn = _sign_from_result(out) if return_sign else None
-            return _finish(np, out, sgn, axes, keepdims, return_sign)
+        else:
+            out, sgn = _weighted_logsumexp(a, b, axes, return_sign)
+        return _finish(np, out, sgn, axes, keepdims, return_sign)
 
     out, sgn = _generic_logsumexp(xp, a, b, axes, return_sign)
     return _finish(xp, out, sgn if return_sign else None, axes, keepdims, return_sign)
