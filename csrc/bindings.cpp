@@ -38,16 +38,29 @@ int64_t checked_axis(const py::array& a, int64_t axis) {
     return axis;
 }
 
+// Equal dtypes (kind, size, native byte order): not object identity, which an unpickled
+// dtype does not share.
+bool native_order(const py::dtype& d) {
+    const char o = d.byteorder();
+    const uint16_t probe = 1;
+    const bool little = *reinterpret_cast<const uint8_t*>(&probe) == 1;
+    return o == '=' || o == '|' || o == (little ? '<' : '>');
+}
+
+bool same_dtype(const py::dtype& a, const py::dtype& b) {
+    return a.kind() == b.kind() && a.itemsize() == b.itemsize() && native_order(a) && native_order(b);
+}
+
 enum class Kind { f32, f64 };
 
 Kind kind_of(const py::array& a, const char* what) {
-    if (a.dtype().is(py::dtype::of<float>())) return Kind::f32;
-    if (a.dtype().is(py::dtype::of<double>())) return Kind::f64;
+    if (same_dtype(a.dtype(), py::dtype::of<float>())) return Kind::f32;
+    if (same_dtype(a.dtype(), py::dtype::of<double>())) return Kind::f64;
     throw py::type_error(std::string(what) + " must be float32 or float64");
 }
 
 void same(const py::array& a, const py::array& b, const char* what) {
-    if (!a.dtype().is(b.dtype()) || shape_of(a) != shape_of(b))
+    if (!same_dtype(a.dtype(), b.dtype()) || shape_of(a) != shape_of(b))
         throw py::value_error(std::string(what) + " must match the input's shape and dtype");
 }
 
@@ -117,9 +130,9 @@ void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool
 void forward_half(const py::array& x, py::array& out, int64_t axis, double beta, bool log, bool bf16,
                   const py::object& where, int threads) {
     checked_threads(threads);
-    if (!x.dtype().is(py::dtype::of<uint16_t>())) throw py::type_error("x must be passed as uint16 bits");
-    const bool y_float = out.dtype().is(py::dtype::of<float>());
-    if ((!y_float && !out.dtype().is(py::dtype::of<uint16_t>())) || shape_of(out) != shape_of(x))
+    if (!same_dtype(x.dtype(), py::dtype::of<uint16_t>())) throw py::type_error("x must be passed as uint16 bits");
+    const bool y_float = same_dtype(out.dtype(), py::dtype::of<float>());
+    if ((!y_float && !same_dtype(out.dtype(), py::dtype::of<uint16_t>())) || shape_of(out) != shape_of(x))
         throw py::value_error("out must have the input's shape, as uint16 bits or float32");
     require_c_contiguous(x, "x");
     require_c_contiguous(out, "out");
@@ -137,7 +150,7 @@ void forward_half(const py::array& x, py::array& out, int64_t axis, double beta,
 void logsumexp_half(const py::array& x, py::array& out, int64_t axis, double beta, bool bf16, const py::object& where,
                     int threads) {
     checked_threads(threads);
-    if (!x.dtype().is(py::dtype::of<uint16_t>())) throw py::type_error("x must be passed as uint16 bits");
+    if (!same_dtype(x.dtype(), py::dtype::of<uint16_t>())) throw py::type_error("x must be passed as uint16 bits");
     require_c_contiguous(x, "x");
     require_c_contiguous(out, "out");
     require_writeable(out, "out");
@@ -145,7 +158,7 @@ void logsumexp_half(const py::array& x, py::array& out, int64_t axis, double bet
     const Layout lay = layout_of(shape, checked_axis(x, axis));
     const SelectionArg sel = selection_of(where, shape, axis, lay);
     shape.erase(shape.begin() + axis);
-    if (!out.dtype().is(py::dtype::of<float>()) || shape_of(out) != shape)
+    if (!same_dtype(out.dtype(), py::dtype::of<float>()) || shape_of(out) != shape)
         throw py::value_error("out must be float32 with the input's shape without the axis");
     const KernelTable& kt = active_kernels();
     const auto* src = static_cast<const uint16_t*>(x.data());
@@ -164,7 +177,7 @@ void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta, co
     const Layout lay = layout_of(shape, checked_axis(x, axis));
     const SelectionArg sel = selection_of(where, shape, axis, lay);
     shape.erase(shape.begin() + axis);
-    if (!out.dtype().is(x.dtype()) || shape_of(out) != shape)
+    if (!same_dtype(out.dtype(), x.dtype()) || shape_of(out) != shape)
         throw py::value_error("out must have the input's shape without the axis, and its dtype");
     const KernelTable& kt = active_kernels();
     const void* src = x.data();
@@ -191,7 +204,7 @@ void partial_stats(const py::array& x, py::array& m, py::array& s_hi, py::array&
         require_writeable(*a, "statistics");
         if (shape_of(*a) != shape) throw py::value_error("statistics must have the input's shape without the axis");
     }
-    if (!m.dtype().is(x.dtype()) || !s_hi.dtype().is(py::dtype::of<double>()) || !s_lo.dtype().is(py::dtype::of<double>()))
+    if (!same_dtype(m.dtype(), x.dtype()) || !same_dtype(s_hi.dtype(), py::dtype::of<double>()) || !same_dtype(s_lo.dtype(), py::dtype::of<double>()))
         throw py::value_error("m must have the input's dtype, s_hi and s_lo float64");
     const KernelTable& kt = active_kernels();
     const void* src = x.data();
@@ -218,7 +231,7 @@ void normalise(const py::array& x, const py::array& m, const py::array& s_hi, co
         require_c_contiguous(*a, "statistics");
         if (shape_of(*a) != shape) throw py::value_error("statistics must have the input's shape without the axis");
     }
-    if (!m.dtype().is(x.dtype()) || !s_hi.dtype().is(py::dtype::of<double>()) || !s_lo.dtype().is(py::dtype::of<double>()))
+    if (!same_dtype(m.dtype(), x.dtype()) || !same_dtype(s_hi.dtype(), py::dtype::of<double>()) || !same_dtype(s_lo.dtype(), py::dtype::of<double>()))
         throw py::value_error("m must have the input's dtype, s_hi and s_lo float64");
     if (x.data() == out.data()) throw py::value_error("out must not be x");
     const KernelTable& kt = active_kernels();
@@ -269,7 +282,7 @@ void cross_entropy_typed(const py::array& logits, const py::array& target, const
     a.rows = logits.shape(0);
     a.classes = logits.shape(1);
     if (target.ndim() == 1) {
-        if (!target.dtype().is(py::dtype::of<int64_t>()) || target.shape(0) != a.rows)
+        if (!same_dtype(target.dtype(), py::dtype::of<int64_t>()) || target.shape(0) != a.rows)
             throw py::value_error("class targets must be int64 with one entry per row");
         require_c_contiguous(target, "target");
         a.target_index = static_cast<const int64_t*>(target.data());
@@ -284,7 +297,7 @@ void cross_entropy_typed(const py::array& logits, const py::array& target, const
     }
     if (!weight.is_none()) {
         py::array w = py::reinterpret_borrow<py::array>(weight);
-        if (!w.dtype().is(logits.dtype()) || w.ndim() != 1 || w.shape(0) != a.classes)
+        if (!same_dtype(w.dtype(), logits.dtype()) || w.ndim() != 1 || w.shape(0) != a.classes)
             throw py::value_error("weight must have one entry per class and the logits' dtype");
         require_c_contiguous(w, "weight");
         a.weight = static_cast<const T*>(w.data());
@@ -292,7 +305,7 @@ void cross_entropy_typed(const py::array& logits, const py::array& target, const
     auto doubles = [&](const py::object& o, const char* what) -> double* {
         if (o.is_none()) return nullptr;
         py::array arr = py::reinterpret_borrow<py::array>(o);
-        if (!arr.dtype().is(py::dtype::of<double>()) || arr.ndim() != 1 || arr.shape(0) != a.rows)
+        if (!same_dtype(arr.dtype(), py::dtype::of<double>()) || arr.ndim() != 1 || arr.shape(0) != a.rows)
             throw py::value_error(std::string(what) + " must be float64 with one entry per row");
         require_c_contiguous(arr, what);
         require_writeable(arr, what);

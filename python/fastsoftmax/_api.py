@@ -214,8 +214,9 @@ def _half_format(dtype: np.dtype) -> Optional[bool]:
 
 
 def _result_dtype(dtype: np.dtype) -> np.dtype:
-    """Integers and booleans promote to float64 as NumPy does; floats keep their dtype."""
-    return dtype if dtype.kind == "f" or _is_bfloat16(dtype) else np.dtype(np.float64)
+    """Integers and booleans promote to float64 as NumPy does; floats keep their dtype (in
+    native byte order)."""
+    return dtype.newbyteorder("=") if dtype.kind == "f" or _is_bfloat16(dtype) else np.dtype(np.float64)
 
 
 def _compute_dtype(result: np.dtype) -> np.dtype:

@@ -18,15 +18,15 @@ one machine, or spread over a cluster, are handled chunk by chunk:
 
 When the axis lies in a single chunk, both kernel passes run in the one task per chunk.
 
-Results equal those of the in-memory functions (:func:`fastsoftmax.softmax`, ...) within 2
-ULP, and follow the same rules for special values: a row containing NaN gives NaN; ``+inf``
-entries share the whole mass; a row of all ``-inf`` gives NaN (``softmax``) and ``-inf``
-(``logsumexp``). float32 and float64 keep their dtype; integer and boolean input is computed
+Results agree with those of the in-memory functions (:func:`fastsoftmax.softmax`, ...) to
+within 2 ULP in the tests, and follow the same rules for special values: a row containing
+NaN gives NaN; ``+inf`` entries share the whole mass; a row of all ``-inf`` gives NaN
+(``softmax``) and ``-inf`` (``logsumexp``). float32 and float64 keep their dtype; integer and boolean input is computed
 in float64; float16 and bfloat16 are computed in float32 and returned in their own dtype.
 
 Each chunk is read twice by ``softmax``/``log_softmax`` (once for the partials, once for the
-output), so dask keeps a chunk, or recomputes it, until the merged statistics of its rows are
-known. ``threads`` is the number of kernel threads per task (default 1: dask already runs one
+output), so dask keeps a chunk (in memory, or spilled to disk) until the merged statistics of
+its rows are known. ``threads`` is the number of kernel threads per task (default 1: dask already runs one
 task per worker thread).
 
 Dask is optional for fastsoftmax: ``import fastsoftmax`` never imports it; importing this
