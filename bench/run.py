@@ -67,6 +67,11 @@ def configure_threads(thread_counts: List[int]) -> int:
     most = str(max(thread_counts))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, most)
+    if max(thread_counts) > 1:
+        # Libraries interleaved in one process each keep their own thread pool; OpenMP threads
+        # that spin after a parallel region (the default) take the cores from the next
+        # library's threads. Passive waiting, as onnxruntime's spinning is turned off too.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if 1 in thread_counts:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
