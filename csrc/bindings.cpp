@@ -274,9 +274,12 @@ void backward(const py::array& grad, const py::array& y, py::array& out, int64_t
 }
 
 template <class T>
+// T is the compute type; half: logits (and grad) are 16-bit bits (uint16), everything else T.
 void cross_entropy_typed(const py::array& logits, const py::array& target, const py::object& weight,
                          int64_t ignore_index, double smoothing, double scale_nll, double scale_smooth,
-                         py::array& nll, const py::object& smooth, const py::object& grad, int threads) {
+                         py::array& nll, const py::object& smooth, const py::object& grad, int threads,
+                         int half = -1) {
+    const py::dtype compute = py::dtype::of<T>();
     CrossEntropyArgs<T> a;
     a.threads = checked_threads(threads);
     a.rows = logits.shape(0);
@@ -291,14 +294,15 @@ void cross_entropy_typed(const py::array& logits, const py::array& target, const
             if (t != ignore_index && (t < 0 || t >= a.classes)) throw py::value_error("target out of range");
         }
     } else {
-        same(logits, target, "probability targets");
+        if (!same_dtype(target.dtype(), compute) || shape_of(target) != shape_of(logits))
+            throw py::value_error("probability targets must have the logits' shape and the compute dtype");
         require_c_contiguous(target, "target");
         a.target_prob = static_cast<const T*>(target.data());
     }
     if (!weight.is_none()) {
         py::array w = py::reinterpret_borrow<py::array>(weight);
-        if (!same_dtype(w.dtype(), logits.dtype()) || w.ndim() != 1 || w.shape(0) != a.classes)
-            throw py::value_error("weight must have one entry per class and the logits' dtype");
+        if (!same_dtype(w.dtype(), compute) || w.ndim() != 1 || w.shape(0) != a.classes)
+            throw py::value_error("weight must have one entry per class and the compute dtype");
         require_c_contiguous(w, "weight");
         a.weight = static_cast<const T*>(w.data());
     }
@@ -313,22 +317,43 @@ void cross_entropy_typed(const py::array& logits, const py::array& target, const
     };
     a.nll = doubles(nll, "nll");
     a.smooth = doubles(smooth, "smooth");
+    void* grad_data = nullptr;
     if (!grad.is_none()) {
         py::array g = py::reinterpret_borrow<py::array>(grad);
         same(logits, g, "grad");
         require_c_contiguous(g, "grad");
         require_writeable(g, "grad");
-        a.grad = static_cast<T*>(g.mutable_data());
+        grad_data = g.mutable_data();
+        if (half < 0) a.grad = static_cast<T*>(grad_data);
     }
     a.ignore_index = ignore_index;
     a.smoothing = smoothing;
     a.scale_nll = scale_nll;
     a.scale_smooth = scale_smooth;
     const KernelTable& kt = active_kernels();
-    const T* x = static_cast<const T*>(logits.data());
+    const void* x = logits.data();
     py::gil_scoped_release release;
-    if constexpr (std::is_same<T, float>::value) kt.f32.cross_entropy(x, a);
-    else kt.f64.cross_entropy(x, a);
+    if constexpr (std::is_same<T, float>::value) {
+        if (half >= 0)
+            kt.half.cross_entropy(static_cast<const uint16_t*>(x), static_cast<uint16_t*>(grad_data),
+                                  half ? HalfKind::bf16 : HalfKind::f16, a);
+        else
+            kt.f32.cross_entropy(static_cast<const float*>(x), a);
+    } else {
+        kt.f64.cross_entropy(static_cast<const double*>(x), a);
+    }
+}
+
+// float16 (bf16 false) or bfloat16 logits passed as uint16 bits; targets' probabilities and
+// weights float32; the gradient written as uint16 bits of the same format.
+void cross_entropy_half(const py::array& logits, bool bf16, const py::array& target, const py::object& weight,
+                        int64_t ignore_index, double smoothing, double scale_nll, double scale_smooth, py::array& nll,
+                        const py::object& smooth, const py::object& grad, int threads) {
+    if (!same_dtype(logits.dtype(), py::dtype::of<uint16_t>())) throw py::type_error("logits must be passed as uint16 bits");
+    require_c_contiguous(logits, "logits");
+    if (logits.ndim() != 2) throw py::value_error("logits must be 2-D (rows, classes)");
+    cross_entropy_typed<float>(logits, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, nll, smooth,
+                               grad, threads, bf16 ? 1 : 0);
 }
 
 void cross_entropy(const py::array& logits, const py::array& target, const py::object& weight, int64_t ignore_index,
@@ -391,6 +416,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("cross_entropy", &cross_entropy, py::arg("logits"), py::arg("target"), py::arg("weight"),
           py::arg("ignore_index"), py::arg("smoothing"), py::arg("scale_nll"), py::arg("scale_smooth"), py::arg("nll"),
           py::arg("smooth"), py::arg("grad"), py::arg("threads") = 1);
+    m.def("cross_entropy_half", &cross_entropy_half, py::arg("logits"), py::arg("bf16"), py::arg("target"),
+          py::arg("weight"), py::arg("ignore_index"), py::arg("smoothing"), py::arg("scale_nll"),
+          py::arg("scale_smooth"), py::arg("nll"), py::arg("smooth"), py::arg("grad"), py::arg("threads") = 1);
     m.def("openmp", [] {
 #if defined(_OPENMP)
         return true;

@@ -84,6 +84,8 @@ struct HalfKernelSet {
                     const Selection* where, int threads);
     void (*logsumexp)(const uint16_t* x, float* out, HalfKind kind, Layout lay, float beta, const Selection* where,
                       int threads);
+    // args.grad is unused: the gradient (if grad is not null) is written in the logits' format.
+    void (*cross_entropy)(const uint16_t* logits, uint16_t* grad, HalfKind kind, const CrossEntropyArgs<float>& args);
 };
 
 struct KernelTable {

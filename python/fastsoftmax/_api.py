@@ -800,7 +800,9 @@ def cross_entropy(
             raise ValueError(f"weight must have shape ({classes},), got {w.shape}")
         w = np.ascontiguousarray(w, dtype=work_dtype)
 
-    x_rows = np.ascontiguousarray(np.moveaxis(x, ax, -1).reshape(-1, classes), dtype=work_dtype)
+    half = None if _use_numpy else _half_format(x.dtype)
+    # 16-bit logits stay in their format (widened in registers); others in the compute dtype.
+    x_rows = np.ascontiguousarray(np.moveaxis(x, ax, -1).reshape(-1, classes), dtype=x.dtype if half is not None else work_dtype)
     rows = x_rows.shape[0]
     if probabilities:
         total = float(rows)
@@ -820,9 +822,15 @@ def cross_entropy(
         nll = np.empty(rows, np.float64)
         smooth = np.empty(rows, np.float64) if smoothed else None
         grad = np.empty_like(x_rows) if return_grad else None
-        _core.cross_entropy(
-            x_rows, t_rows, w, int(ignore_index), eps, float(scale), float(scale), nll, smooth, grad, nthreads
-        )
+        if half is None:
+            _core.cross_entropy(
+                x_rows, t_rows, w, int(ignore_index), eps, float(scale), float(scale), nll, smooth, grad, nthreads
+            )
+        else:
+            _core.cross_entropy_half(
+                x_rows.view(np.uint16), half, t_rows, w, int(ignore_index), eps, float(scale), float(scale),
+                nll, smooth, None if grad is None else grad.view(np.uint16), nthreads,
+            )
 
     per_sample = nll if probabilities else (1 - eps) * nll + (eps / classes) * (smooth if smoothed else 0.0)
     if reduction == "none":
