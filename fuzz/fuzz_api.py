@@ -16,6 +16,11 @@ Run for a bounded time (libFuzzer flags are passed through):
     python fuzz/fuzz_api.py -max_total_time=60
     python fuzz/fuzz_api.py crash-<hash>          # replay one saved input
 
+Against a sanitizer build of _core (see .ci/sanitizers), with the ASan runtime preloaded:
+
+    LD_PRELOAD="$(c++ -print-file-name=libasan.so) $(c++ -print-file-name=libubsan.so)" \
+    ASAN_OPTIONS=detect_leaks=0 python fuzz/fuzz_api.py -max_total_time=60
+
 Without atheris the script says so and falls back to random inputs (no coverage guidance)
 for the same time budget, so that it still runs anywhere.
 """
@@ -50,6 +55,9 @@ FUNCS = ("softmax", "log_softmax", "softmin", "logsumexp", "softmax_backward", "
 DTYPES = (np.float32, np.float64, np.float16, np.float32, np.float64, np.int8, np.uint8, np.int32, np.int64, np.bool_)
 ODD_INPUTS = ("complex", "object", "str", "list", "scalar", "none", "bytes")
 MAX_ELEMENTS = 1 << 17
+# FASTSOFTMAX_TEST_MISALIGNED=0: no misaligned arrays (for a run against a sanitizer build while
+# the kernels still dereference them)
+MISALIGNED = os.environ.get("FASTSOFTMAX_TEST_MISALIGNED", "1") != "0"
 
 warnings.simplefilter("ignore")  # NumPy's overflow warnings are not what is checked here
 
@@ -126,9 +134,10 @@ def shape_of(p: Provider, min_dims: int = 0) -> tuple:
 
 
 def array(p: Provider, shape: tuple, dtype) -> np.ndarray:
-    """An array of ``shape`` in a decoded layout: C, F, reversed, stepped, broadcast, transposed."""
+    """An array of ``shape`` in a decoded layout: C, F, reversed, stepped, broadcast, transposed,
+    misaligned."""
     ndim = len(shape)
-    layout = p.int(0, 5) if ndim else 0
+    layout = p.int(0, 6 if MISALIGNED else 5) if ndim else 0
     size = int(np.prod(shape, dtype=np.int64))
     if layout == 0:
         return values(p, dtype, size).reshape(shape)
@@ -146,10 +155,17 @@ def array(p: Provider, shape: tuple, dtype) -> np.ndarray:
     if layout == 4:
         small = tuple(1 if p.bool() else s for s in shape)
         return np.broadcast_to(values(p, dtype, int(np.prod(small, dtype=np.int64))).reshape(small), shape)
-    perm = list(range(ndim))
-    p.rnd.shuffle(perm) if p.fdp is None else perm.sort(key=lambda _: p.int(0, 255))
-    inv = tuple(np.argsort(perm))
-    return values(p, dtype, size).reshape(tuple(shape[i] for i in perm)).transpose(inv)
+    if layout == 5:
+        keys = [p.int(0, 255) for _ in range(ndim)]
+        perm = sorted(range(ndim), key=lambda d: keys[d])
+        inv = tuple(np.argsort(perm))
+        return values(p, dtype, size).reshape(tuple(shape[i] for i in perm)).transpose(inv)
+    # C-contiguous but one byte into its buffer (np.frombuffer with an offset): misaligned
+    a = values(p, dtype, size)
+    buf = np.empty(a.nbytes + 1, np.uint8)
+    out = buf[1:].view(a.dtype).reshape(shape)
+    out.reshape(-1)[...] = a
+    return out
 
 
 def odd_input(p: Provider, shape: tuple):

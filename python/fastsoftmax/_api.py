@@ -304,9 +304,15 @@ def _kernel_view(arrays: tuple, axis: int, dtype: np.dtype):
     not C-contiguous is copied.
     """
     ndim = arrays[0].ndim
-    if ndim > 1 and all(a.flags.f_contiguous and not a.flags.c_contiguous for a in arrays):
+    if ndim > 1 and all(a.flags.f_contiguous and a.flags.aligned and not a.flags.c_contiguous for a in arrays):
         return tuple(np.asarray(a.T, dtype=dtype) for a in arrays), ndim - 1 - axis, True
-    return tuple(np.ascontiguousarray(a, dtype=dtype) for a in arrays), axis, False
+    return tuple(_c_aligned(a, dtype) for a in arrays), axis, False
+
+
+def _c_aligned(a: Any, dtype: Any) -> np.ndarray:
+    """C-contiguous and aligned in ``dtype`` (a copy only when needed): the kernels load whole
+    elements."""
+    return np.require(a, dtype=dtype, requirements=["C", "A"])
 
 
 def _deliver(result: np.ndarray, out: Optional[np.ndarray], dtype: np.dtype) -> np.ndarray:
@@ -322,7 +328,7 @@ def _kernel_dst(work: np.ndarray, out: Optional[np.ndarray], transposed: bool, d
     dtype = work.dtype if dtype is None else np.dtype(dtype)
     if out is not None and out.dtype == dtype:
         view = out.T if transposed else out
-        if view.flags.c_contiguous:
+        if view.flags.c_contiguous and view.flags.aligned:
             return view
     return np.empty(work.shape, dtype)
 
@@ -448,11 +454,11 @@ def _logsumexp(
         return _deliver(res, out, dtype)
     half = _half_format(arr.dtype)
     if half is not None:  # read in the 16-bit format, widened in registers
-        work = np.ascontiguousarray(arr)
+        work = _c_aligned(arr, arr.dtype)
         res = np.empty(work.shape[:ax] + work.shape[ax + 1 :], dtype=np.float32)
         _core.logsumexp_half(work.view(np.uint16), res, ax, beta, half, _kernel_where(sel, ax, False), nthreads)
         return _deliver(res.reshape(shape), out, dtype)
-    work = np.ascontiguousarray(arr, dtype=work_dtype)
+    work = _c_aligned(arr, work_dtype)
     res = np.empty(work.shape[:ax] + work.shape[ax + 1 :], dtype=work_dtype)
     _core.logsumexp(work, res, ax, beta, _kernel_where(sel, ax, False), nthreads)
     return _deliver(res.reshape(shape), out, dtype)
@@ -776,7 +782,7 @@ def cross_entropy(
     if t.dtype.kind in "iu":
         if t.shape != sample_shape:
             raise ValueError(f"class targets must have shape {sample_shape} (the logits' without axis), got {t.shape}")
-        t_rows = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
+        t_rows = _c_aligned(t.reshape(-1), np.int64)
         ignored = t_rows == int(ignore_index)
         bad = ~ignored & ((t_rows < 0) | (t_rows >= classes))
         if bad.any():
@@ -788,7 +794,7 @@ def cross_entropy(
     elif t.dtype.kind == "f" or _is_bfloat16(t.dtype):
         if t.shape != x.shape:
             raise ValueError(f"probability targets must have the logits' shape {x.shape}, got {t.shape}")
-        t_rows = np.ascontiguousarray(np.moveaxis(t, ax, -1).reshape(-1, classes), dtype=work_dtype)
+        t_rows = _c_aligned(np.moveaxis(t, ax, -1).reshape(-1, classes), work_dtype)
         probabilities = True
     else:
         raise TypeError(f"target must hold integer class indices or floating probabilities, got dtype {t.dtype}")
@@ -798,11 +804,11 @@ def cross_entropy(
         w = _as_real_array(weight, "weight")
         if w.shape != (classes,):
             raise ValueError(f"weight must have shape ({classes},), got {w.shape}")
-        w = np.ascontiguousarray(w, dtype=work_dtype)
+        w = _c_aligned(w, work_dtype)
 
     half = None if _use_numpy else _half_format(x.dtype)
     # 16-bit logits stay in their format (widened in registers); others in the compute dtype.
-    x_rows = np.ascontiguousarray(np.moveaxis(x, ax, -1).reshape(-1, classes), dtype=x.dtype if half is not None else work_dtype)
+    x_rows = _c_aligned(np.moveaxis(x, ax, -1).reshape(-1, classes), x.dtype if half is not None else work_dtype)
     rows = x_rows.shape[0]
     if probabilities:
         total = float(rows)
