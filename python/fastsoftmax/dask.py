@@ -47,7 +47,6 @@ array([[0.02364054, 0.06426166, 0.1746813 , 0.474833  , 0.02364054,
 from __future__ import annotations
 
 import functools
-import operator
 from typing import Any, Tuple
 
 import numpy as np
@@ -61,10 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         f"(import failed: {exc})"
     ) from exc
 
-try:
-    from numpy.exceptions import AxisError
-except ImportError:  # NumPy < 1.25
-    from numpy import AxisError  # type: ignore[attr-defined,no-redef]
+from ._api import _normalise_axis
 
 try:
     from . import _core
@@ -95,15 +91,6 @@ def _dtypes(dtype: np.dtype) -> Tuple[np.dtype, np.dtype]:
     if dtype.kind == "f":
         raise TypeError(f"fastsoftmax.dask supports float16, bfloat16, float32 and float64, not {dtype}")
     raise TypeError(f"x must be a real floating, integer or boolean array, got dtype {dtype}")
-
-
-def _check_axis(axis: Any, ndim: int) -> int:
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"axis must be an integer, got {type(axis).__name__}")
-    axis = operator.index(axis)
-    if not -ndim <= axis < ndim:
-        raise AxisError(axis, ndim)
-    return axis % ndim
 
 
 def _check_beta(beta: Any) -> float:
@@ -157,6 +144,8 @@ def _kernel_array(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """
     canonical = np.dtype(dtype.type)
     a = np.asarray(a, dtype=canonical, order="C")  # keeps 0-d (ascontiguousarray does not)
+    if not a.flags.aligned:  # fields of the packed records: the kernels load whole elements
+        a = a.copy()
     return a if a.dtype is canonical else a.view(canonical)
 
 
@@ -271,7 +260,7 @@ def _prepare(x: Any, axis: Any, beta: Any, threads: Any):
     beta = _check_beta(beta)
     threads = _check_threads(threads)
     scalar = x.ndim == 0
-    ax = _check_axis(axis, max(x.ndim, 1))
+    ax = _normalise_axis(axis, max(x.ndim, 1))
     if scalar:
         x = x[None]
     return x, ax, work, result, beta, threads, scalar
