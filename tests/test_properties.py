@@ -31,8 +31,8 @@ Two documented kernel behaviours are allowed for, explicitly:
 * reductions whose *finite* intermediate values overflow the working dtype (backward passes and
   cross-entropy rows where |z - logsumexp z|, sum(grad * y), ... exceed the dtype's maximum, or
   where e^y underflows it against an infinite sum) are not compared: the kernels work in the
-  dtype and the NumPy path in a wider one there. The certain bugs among these are pinned by the
-  strict xfail tests at the end of this file;
+  dtype and the NumPy path in a wider one there. The certain bugs found among these are fixed
+  and pinned by the regression tests at the end of this file;
 * cross-entropy gradient rows with +inf logits or non-finite probability targets are not
   compared (the kernels give a NaN row, the NumPy path NaN/inf only at those entries); their
   losses are.
@@ -979,21 +979,42 @@ def test_misaligned_inputs_and_out_give_the_results_of_aligned_copies(backend_na
 
 # ---------------------------------------------------------------------------------------
 # Discrepancies between the kernels and the NumPy backend found by the tests above (certain
-# bugs): strict xfails while open, so that a fix shows up as XPASS; regression tests once fixed.
+# bugs), fixed: regression tests.
 
 
 @pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
-@pytest.mark.xfail(strict=True, reason="kernel rounds sum(grad) to float32 before use: it overflows to -inf and "
-                   "0 * -inf gives NaN where the exact (and NumPy backend) result is finite")
-def test_log_softmax_backward_with_overflowing_grad_sum_stays_finite(backend_name):
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_log_softmax_backward_with_overflowing_grad_sum_stays_finite(backend_name, axis):
+    # sum(grad) = -6.8e38 is beyond float32; the exact gradient grad - e^y sum(grad) is not.
     grad = np.float32([-3.4e38, -3.4e38])
     y = np.float32([0.0, -np.inf])  # = log_softmax([0, -inf]) exactly
+    if axis == 0:  # the same along a non-last axis (the column kernel)
+        grad, y = np.stack([grad, grad / 2], axis=1), np.stack([y, y], axis=1)
     with _api.use_backend("numpy"):
-        expected = fs.log_softmax_backward(grad, y)
-    np.testing.assert_array_equal(expected, np.float32([3.4e38, -3.4e38]))
+        expected = fs.log_softmax_backward(grad, y, axis=axis)
+    np.testing.assert_array_equal(expected.take(0, axis=1 - axis) if axis == 0 else expected,
+                                  np.float32([3.4e38, -3.4e38]))
     with _api.use_backend(backend_name):
-        actual = fs.log_softmax_backward(grad, y)
-    np.testing.assert_array_equal(actual, expected)
+        actual = fs.log_softmax_backward(grad, y, axis=axis)
+    np.testing.assert_array_equal(actual, expected)  # exact: one rounding of g - e^y * sum
+
+
+@pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_backward_with_overflowing_product_sum_stays_finite(backend_name, axis):
+    # sum(grad * y) = 4.5e38 (y need not be a softmax output): beyond float32, the gradient
+    # (-1.5e38, -7.5e37) is not.
+    grad = np.float32([3e38, 3e38])
+    y = np.float32([1.0, 0.5])
+    if axis == 0:
+        grad, y = np.stack([grad, grad], axis=1), np.stack([y, y], axis=1)
+    with _api.use_backend("numpy"):
+        expected = fs.softmax_backward(grad, y, axis=axis)
+    assert np.isfinite(expected).all()
+    with _api.use_backend(backend_name):
+        actual = fs.softmax_backward(grad, y, axis=axis)
+    # sum rounded to float32 (2^-24 of 4.5e38), the difference then 3x smaller: rtol 1e-6
+    np.testing.assert_allclose(actual, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
