@@ -118,6 +118,26 @@ struct VF {
         _mm256_store_pd(v + 4, a.hi);
         return v[k];
     }
+    // Several short rows at once, one per lane (softmax_short_rows).
+    static R floor(R a) { return _mm256_floor_ps(a); }
+    static M le(R a, R b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
+    static bool all(M m) { return _mm256_movemask_ps(m) == 0xff; }
+    static R gather(const T* p, const int32_t* idx) {
+        return _mm256_i32gather_ps(p, _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), 4);
+    }
+    // Lanes 0-3 from lo and 4-7 from hi, rounded to float (the layout of Acc).
+    static R narrow2(__m256d lo, __m256d hi) {
+        return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
+    }
+    // scale / (sum of each lane) as head and tail.
+    static void inv_split(const Acc& a, double scale, R& hi, R& lo) {
+        const __m256d k = _mm256_set1_pd(scale), i0 = _mm256_div_pd(k, a.lo), i1 = _mm256_div_pd(k, a.hi);
+        const __m128 h0 = _mm256_cvtpd_ps(i0), h1 = _mm256_cvtpd_ps(i1);
+        const __m128 l0 = _mm256_cvtpd_ps(_mm256_sub_pd(i0, _mm256_cvtps_pd(h0)));
+        const __m128 l1 = _mm256_cvtpd_ps(_mm256_sub_pd(i1, _mm256_cvtps_pd(h1)));
+        hi = _mm256_insertf128_ps(_mm256_castps128_ps256(h0), h1, 1);
+        lo = _mm256_insertf128_ps(_mm256_castps128_ps256(l0), l1, 1);
+    }
 };
 
 struct VD {
@@ -191,6 +211,33 @@ struct VD {
         long double t = 0;
         for (int k = 0; k < W; ++k) t += acc_lane(a, k);
         return t;
+    }
+    // Several short rows at once, one per lane (softmax_short_rows).
+    static R floor(R a) { return _mm256_floor_pd(a); }
+    static M le(R a, R b) { return _mm256_cmp_pd(a, b, _CMP_LE_OQ); }
+    static bool all(M m) { return _mm256_movemask_pd(m) == 0xf; }
+    static R gather(const T* p, const int32_t* idx) {
+        return _mm256_i32gather_pd(p, _mm_load_si128(reinterpret_cast<const __m128i*>(idx)), 8);
+    }
+    static R div(R a, R b) { return _mm256_div_pd(a, b); }
+    // s = 2^k r with r in [sqrt(1/2), sqrt(2)), for finite s > 0 (NaN: see log_pos).
+    static R split_exp(R s, R& k) {
+        const __m256i bits = _mm256_castpd_si256(s);
+        R r = _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000fffffffffffffLL)),
+                                                  _mm256_set1_epi64x(0x3ff0000000000000LL)));
+        // the biased exponent e as a double: the bits of 2^52 + e, less 2^52 + 1023
+        const __m256i biased = _mm256_srli_epi64(bits, 52);
+        k = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(biased, _mm256_set1_epi64x(0x4330000000000000LL))),
+                          _mm256_set1_pd(4503599627370496.0 + 1023.0));
+        const R big = _mm256_cmp_pd(r, _mm256_set1_pd(1.4142135623730951), _CMP_GT_OQ);
+        k = _mm256_add_pd(k, _mm256_and_pd(big, _mm256_set1_pd(1.0)));
+        return _mm256_blendv_pd(r, _mm256_mul_pd(r, _mm256_set1_pd(0.5)), big);
+    }
+    // scale / (s + c) per lane as head and tail (see the AVX-512 version).
+    static void inv_split(const Acc& a, double scale, R& hi, R& lo) {
+        const R k = _mm256_set1_pd(scale);
+        hi = _mm256_div_pd(k, a.s);
+        lo = _mm256_div_pd(_mm256_fnmadd_pd(hi, a.c, _mm256_fnmadd_pd(hi, a.s, k)), a.s);
     }
 };
 

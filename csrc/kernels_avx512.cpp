@@ -83,6 +83,26 @@ struct VF {
         _mm512_store_pd(v + 8, a.hi);
         return v[k];
     }
+    // Several short rows at once, one per lane (softmax_short_rows).
+    static R floor(R a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    static M le(R a, R b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+    static bool all(M m) { return m == M(0xffff); }
+    static R gather(const T* p, const int32_t* idx) {
+        return _mm512_i32gather_ps(_mm512_load_si512(idx), p, 4);
+    }
+    // Lanes 0-7 from lo and 8-15 from hi, rounded to float (the layout of Acc).
+    static R narrow2(__m512d lo, __m512d hi) {
+        return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
+    }
+    // scale / (sum of each lane) as head and tail.
+    static void inv_split(const Acc& a, double scale, R& hi, R& lo) {
+        const __m512d k = _mm512_set1_pd(scale), i0 = _mm512_div_pd(k, a.lo), i1 = _mm512_div_pd(k, a.hi);
+        const __m256 h0 = _mm512_cvtpd_ps(i0), h1 = _mm512_cvtpd_ps(i1);
+        const __m256 l0 = _mm512_cvtpd_ps(_mm512_sub_pd(i0, _mm512_cvtps_pd(h0)));
+        const __m256 l1 = _mm512_cvtpd_ps(_mm512_sub_pd(i1, _mm512_cvtps_pd(h1)));
+        hi = _mm512_insertf32x8(_mm512_castps256_ps512(h0), h1, 1);
+        lo = _mm512_insertf32x8(_mm512_castps256_ps512(l0), l1, 1);
+    }
 };
 
 struct VD {
@@ -136,6 +156,29 @@ struct VD {
         long double t = 0;
         for (int k = 0; k < W; ++k) t += acc_lane(a, k);
         return t;
+    }
+    // Several short rows at once, one per lane (softmax_short_rows).
+    static R floor(R a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    static M le(R a, R b) { return _mm512_cmp_pd_mask(a, b, _CMP_LE_OQ); }
+    static bool all(M m) { return m == M(0xff); }
+    static R gather(const T* p, const int32_t* idx) {
+        return _mm512_i32gather_pd(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), p, 8);
+    }
+    static R div(R a, R b) { return _mm512_div_pd(a, b); }
+    // s = 2^k r with r in [sqrt(1/2), sqrt(2)), for s > 0.
+    static R split_exp(R s, R& k) {
+        R r = _mm512_getmant_pd(s, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);
+        k = _mm512_getexp_pd(s);
+        const __mmask8 big = _mm512_cmp_pd_mask(r, _mm512_set1_pd(1.4142135623730951), _CMP_GT_OQ);
+        k = _mm512_mask_add_pd(k, big, k, _mm512_set1_pd(1.0));
+        return _mm512_mask_mul_pd(r, big, r, _mm512_set1_pd(0.5));
+    }
+    // scale / (s + c) per lane as head and tail: h = scale / s, then the remainder
+    // scale - h s (exact) less h c, divided by s.
+    static void inv_split(const Acc& a, double scale, R& hi, R& lo) {
+        const R k = _mm512_set1_pd(scale);
+        hi = _mm512_div_pd(k, a.s);
+        lo = _mm512_div_pd(_mm512_fnmadd_pd(hi, a.c, _mm512_fnmadd_pd(hi, a.s, k)), a.s);
     }
 };
 
