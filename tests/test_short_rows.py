@@ -1,0 +1,145 @@
+"""Many short rows (2 to 64 entries): the kernels take W rows at a time, one row per vector
+lane. These tests use enough rows to fill whole groups plus a remainder taken row by row, on
+every backend, and put special rows (NaN, +inf, only -inf, huge values) inside a group.
+
+References: float64 NumPy for float32 inputs and np.longdouble for float64 inputs; special
+rows against the NumPy backend.
+"""
+
+import numpy as np
+import numpy.testing as npt
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import _api
+
+# Every row length of the grouped path and both sides of its limits.
+ROW_LENGTHS = list(range(1, 18)) + [31, 32, 33, 40, 63, 64, 65]
+# 16 float32 lanes (AVX-512) divide 48 and leave 5 rows for the row path; 5 rows alone never
+# fill a group.
+ROW_COUNTS = [5, 53]
+
+
+def _ref_softmax(x):
+    wide = np.longdouble if x.dtype == np.float64 else np.float64
+    z = x.astype(wide)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _ref_logsumexp(x):
+    wide = np.longdouble if x.dtype == np.float64 else np.float64
+    z = x.astype(wide)
+    m = z.max(axis=-1, keepdims=True)
+    return (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))[..., 0]
+
+
+def _ulps(actual, ref, dtype):
+    ref_d = ref.astype(dtype)
+    return np.abs(actual.astype(ref.dtype) - ref) / np.spacing(np.abs(ref_d)).astype(ref.dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", ROW_COUNTS)
+@pytest.mark.parametrize("n", ROW_LENGTHS)
+def test_softmax_of_many_short_rows_within_2_ulp(backend, dtype, rows, n, rng):
+    x = rng.normal(0, 3, size=(rows, n)).astype(dtype)
+    y = fs.softmax(x)
+    ref = _ref_softmax(x)
+    normal = ref > np.finfo(dtype).tiny
+    # Tolerance: 2 ULP of the dtype over outputs in the normal range (the accuracy target).
+    assert _ulps(y, ref, dtype)[normal].max() <= 2.0
+    # Below the normal range: absolute tolerance of the smallest normal number.
+    npt.assert_allclose(y[~normal], ref[~normal].astype(dtype), rtol=0, atol=np.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize("rows", ROW_COUNTS)
+@pytest.mark.parametrize("n", ROW_LENGTHS)
+def test_log_softmax_and_logsumexp_of_many_short_float32_rows(backend, rows, n, rng):
+    x = rng.normal(0, 3, size=(rows, n)).astype(np.float32)
+    lse = _ref_logsumexp(x)
+    ref = x.astype(np.float64) - lse[:, None]
+    got = fs.log_softmax(x)
+    # Tolerance: 2 ULP of each output's magnitude or 1e-7, whichever is larger (issue #4).
+    bound = np.maximum(2 * np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64), 1e-7)
+    assert (np.abs(got - ref) <= bound).all()
+    got_lse = fs.logsumexp(x, axis=-1)
+    # Tolerance: 2 ULP of the result or 1e-7 absolute (results near 0 carry the exponential's
+    # 2^-28 relative error as an absolute one).
+    bound = np.maximum(2 * np.spacing(np.abs(lse).astype(np.float32)).astype(np.float64), 1e-7)
+    assert (np.abs(got_lse - lse) <= bound).all()
+
+
+@pytest.mark.parametrize("rows", ROW_COUNTS)
+@pytest.mark.parametrize("n", [2, 10, 64])
+def test_log_softmax_and_logsumexp_of_many_short_float64_rows(backend, rows, n, rng):
+    x = rng.normal(0, 3, size=(rows, n))
+    lse = _ref_logsumexp(x)
+    # Tolerance: 4 ULP of the result's magnitude, or 4 ULP of 1 for results near 0.
+    tol = 4 * np.spacing(np.maximum(np.abs(lse), 1.0).astype(np.float64))
+    assert (np.abs(fs.logsumexp(x, axis=-1) - lse) <= tol).all()
+    ref = x.astype(np.longdouble) - lse[:, None]
+    tol = 4 * np.spacing(np.maximum(np.abs(ref), 1.0).astype(np.float64))
+    assert (np.abs(fs.log_softmax(x) - ref) <= tol).all()
+
+
+SPECIAL_ROWS = {
+    "nan": lambda n: np.where(np.arange(n) == n // 2, np.nan, 0.5),
+    "plus_inf": lambda n: np.where(np.arange(n) == 0, np.inf, 1.0),
+    "two_plus_inf": lambda n: np.where(np.arange(n) < 2, np.inf, 1.0),
+    "only_minus_inf": lambda n: np.full(n, -np.inf),
+    "some_minus_inf": lambda n: np.where(np.arange(n) % 2 == 0, -np.inf, np.arange(n, dtype=float)),
+    "huge": lambda n: 3e4 + np.arange(n, dtype=float),  # beyond the direct reduction
+    "huge_negative": lambda n: -3e4 - np.arange(n, dtype=float),
+    "wide_range": lambda n: np.linspace(-200, 80, n),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [2, 10, 64])
+@pytest.mark.parametrize("special", sorted(SPECIAL_ROWS))
+def test_special_rows_inside_a_group_match_the_numpy_backend(backend, dtype, n, special, rng):
+    x = rng.normal(0, 2, size=(37, n))
+    for r in (0, 6, 17):  # in the first group, mid-group, and in the second group
+        x[r] = SPECIAL_ROWS[special](n)
+    x = x.astype(dtype)
+    with _api.use_backend("numpy"):
+        expected = {f: getattr(fs, f)(x) for f in ("softmax", "log_softmax", "logsumexp")}
+    for f, want in expected.items():
+        got = getattr(fs, f)(x)
+        assert got.dtype == want.dtype
+        # Tolerance: 4 ULP relative plus 1e-6 absolute (log_softmax of values near 0, tiny
+        # softmax outputs); NaN and infinities must match exactly.
+        npt.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=1e-6, equal_nan=True, err_msg=f)
+        npt.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f)
+        npt.assert_array_equal(np.isposinf(got), np.isposinf(want), err_msg=f)
+        npt.assert_array_equal(np.isneginf(got), np.isneginf(want), err_msg=f)
+
+
+@pytest.mark.parametrize("beta", [0.0, -1.5, 7.0])
+def test_beta_on_many_short_rows(backend, beta, rng):
+    x = rng.normal(0, 1, size=(40, 12)).astype(np.float32)
+    z = np.float32(beta) * x  # beta * x is rounded in the dtype, as documented
+    ref = _ref_softmax(z)
+    # Tolerance: 2 ULP.
+    assert _ulps(fs.softmax(x, beta=beta), ref, np.float32).max() <= 2.0
+    lse = _ref_logsumexp(z)
+    # Tolerance: 1e-6 relative plus 1e-7 absolute.
+    npt.assert_allclose(fs.logsumexp(x, beta=beta, axis=-1), lse, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
+def test_many_short_rows_are_bitwise_identical_on_one_and_two_threads(backend, fn, rng):
+    x = rng.normal(0, 3, size=(65536 + 7, 10)).astype(np.float32)
+    one = getattr(fs, fn)(x, threads=1)
+    two = getattr(fs, fn)(x, threads=2)
+    # Exact: the grouping of rows does not depend on the number of threads.
+    npt.assert_array_equal(one, two)
+
+
+def test_short_rows_in_place(backend, rng):
+    x = rng.normal(0, 3, size=(50, 7)).astype(np.float32)
+    ref = _ref_softmax(x)
+    fs.softmax(x, out=x)
+    # Tolerance: 2 ULP.
+    assert _ulps(x, ref, np.float32).max() <= 2.0
