@@ -143,3 +143,67 @@ def test_short_rows_in_place(backend, rng):
     fs.softmax(x, out=x)
     # Tolerance: 2 ULP.
     assert _ulps(x, ref, np.float32).max() <= 2.0
+
+
+# ---------------------------------------------------------------------------------------
+# Backward passes (the grouped path covers rows of 2 to 32 entries)
+
+
+def _ref_backward(grad, y, log):
+    wide = np.longdouble
+    g, s = grad.astype(wide), y.astype(wide)
+    if log:
+        return g - np.exp(s) * g.sum(axis=-1, keepdims=True)
+    return s * (g - (g * s).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", ROW_COUNTS)
+@pytest.mark.parametrize("n", [1, 2, 3, 9, 16, 17, 31, 32, 33])
+@pytest.mark.parametrize("log", [False, True], ids=["softmax_backward", "log_softmax_backward"])
+def test_backward_of_many_short_rows_matches_longdouble(backend, dtype, rows, n, log, rng):
+    x = rng.normal(0, 3, size=(rows, n)).astype(dtype)
+    grad = rng.normal(0, 1, size=(rows, n)).astype(dtype)
+    y = fs.log_softmax(x) if log else fs.softmax(x)
+    fn = fs.log_softmax_backward if log else fs.softmax_backward
+    got = fn(grad, y)
+    ref = _ref_backward(grad, y, log)
+    # Tolerance: (n + 4) eps times the terms' magnitude (a sum of n products, then one
+    # subtraction and one product), as in the backward tests of test_softmax.py.
+    eps = np.finfo(dtype).eps
+    if log:
+        scale = np.abs(grad) + np.exp(y.astype(np.longdouble)) * np.abs(grad).sum(axis=-1, keepdims=True)
+    else:
+        scale = y * (np.abs(grad) + (np.abs(grad) * y).sum(axis=-1, keepdims=True))
+    assert (np.abs(got - ref) <= (n + 4) * eps * scale + np.finfo(dtype).tiny).all()
+
+
+@pytest.mark.parametrize("log", [False, True], ids=["softmax_backward", "log_softmax_backward"])
+def test_backward_group_with_a_sum_beyond_float32_takes_the_row_path(backend, log, rng):
+    y = fs.softmax(rng.normal(0, 1, size=(40, 4)).astype(np.float32))
+    grad = rng.normal(0, 1, size=(40, 4)).astype(np.float32)
+    if log:
+        y = np.log(y)
+        grad[5] = np.float32([-3e38, 3e38, 3e38, 3e38])  # sum(grad) = 6e38 is beyond float32
+    else:
+        grad[5] = np.float32(3e38)
+        y[5] = np.float32([1.0, 1.0, 0.5, 0.5])  # sum(grad * y) = 9e38 (y need not sum to 1)
+    fn = fs.log_softmax_backward if log else fs.softmax_backward
+    with _api.use_backend("numpy"):
+        expected = fn(grad, y)
+    got = fn(grad, y)
+    # Row 5, tolerance 1e-5 relative (the sum rounded to float32, then a difference); the
+    # infinities of the NumPy path (where the true result overflows) exactly.
+    npt.assert_allclose(got[5], expected[5], rtol=1e-5, atol=0)
+    assert np.isfinite(got[5]).any()
+    # The other rows (|grad| ~ 1): 1e-6 absolute (the NumPy path does not round the sum).
+    npt.assert_allclose(np.delete(got, 5, axis=0), np.delete(expected, 5, axis=0), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("fn", ["softmax_backward", "log_softmax_backward"])
+def test_backward_of_many_short_rows_bitwise_identical_on_one_and_two_threads(backend, fn, rng):
+    x = rng.normal(0, 3, size=(65536 + 3, 12)).astype(np.float32)
+    y = fs.softmax(x) if fn == "softmax_backward" else fs.log_softmax(x)
+    grad = rng.normal(0, 1, size=x.shape).astype(np.float32)
+    # Exact: the grouping of rows does not depend on the number of threads.
+    npt.assert_array_equal(getattr(fs, fn)(grad, y, threads=1), getattr(fs, fn)(grad, y, threads=2))
