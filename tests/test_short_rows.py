@@ -207,3 +207,64 @@ def test_backward_of_many_short_rows_bitwise_identical_on_one_and_two_threads(ba
     grad = rng.normal(0, 1, size=x.shape).astype(np.float32)
     # Exact: the grouping of rows does not depend on the number of threads.
     npt.assert_array_equal(getattr(fs, fn)(grad, y, threads=1), getattr(fs, fn)(grad, y, threads=2))
+
+
+# ---------------------------------------------------------------------------------------
+# cross_entropy with class targets (the grouped path: no smoothing, 2 to 64 classes)
+
+
+def _ref_cross_entropy(logits, target, weight, ignore_index, reduction):
+    """Losses and gradient in np.longdouble, with torch's semantics."""
+    z = logits.astype(np.longdouble)
+    rows, classes = z.shape
+    m = z.max(axis=1, keepdims=True)
+    lse = m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+    p = np.exp(z - lse)
+    keep = target != ignore_index
+    t = np.where(keep, target, 0)
+    w = (np.ones(classes, np.longdouble) if weight is None else weight.astype(np.longdouble))[t] * keep
+    losses = -w * (z[np.arange(rows), t] - lse[:, 0])
+    scale = 1 / w.sum() if reduction == "mean" else 1
+    onehot = np.zeros_like(z)
+    onehot[np.arange(rows), t] = 1
+    grad = (w * scale)[:, None] * (p - onehot)
+    if reduction == "none":
+        return losses, grad
+    total = losses.sum() * (scale if reduction == "mean" else 1)
+    return total, grad
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [2, 3, 10, 17, 64])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cross_entropy_of_many_short_rows_matches_longdouble(backend, dtype, classes, weighted, reduction, rng):
+    rows = 53
+    logits = rng.normal(0, 3, size=(rows, classes)).astype(dtype)
+    target = rng.integers(0, classes, size=rows)
+    target[[3, 20]] = -100  # ignored rows inside groups
+    weight = rng.uniform(0.5, 2.0, size=classes).astype(dtype) if weighted else None
+    loss, grad = fs.cross_entropy(logits, target, weight=weight, reduction=reduction, return_grad=True)
+    ref_loss, ref_grad = _ref_cross_entropy(logits, target, weight, -100, reduction)
+    eps = np.finfo(dtype).eps
+    # Tolerance: losses 8 eps relative plus 8 eps of the row's log-normaliser absolute (x - lse
+    # with lse rounded to the dtype); gradient 4 eps of the row's weight times scale absolute.
+    npt.assert_allclose(loss, ref_loss.astype(np.float64), rtol=8 * eps, atol=8 * eps * 12)
+    npt.assert_allclose(grad, ref_grad.astype(np.float64), rtol=0, atol=4 * eps * 2.0)
+    assert (grad[[3, 20]] == 0).all()  # exact: ignored rows have no gradient
+
+
+@pytest.mark.parametrize("special", ["nan", "plus_inf", "only_minus_inf", "huge"])
+def test_cross_entropy_special_rows_inside_a_group_match_the_numpy_backend(backend, special, rng):
+    logits = rng.normal(0, 2, size=(37, 10))
+    logits[6] = SPECIAL_ROWS[special](10)
+    logits = logits.astype(np.float32)
+    target = rng.integers(0, 10, size=37)
+    with _api.use_backend("numpy"):
+        want_loss, want_grad = fs.cross_entropy(logits, target, reduction="none", return_grad=True)
+    loss, grad = fs.cross_entropy(logits, target, reduction="none", return_grad=True)
+    # Tolerance: 1e-6 relative and absolute; NaN where the NumPy path has NaN.
+    npt.assert_allclose(loss, want_loss, rtol=1e-6, atol=1e-6, equal_nan=True)
+    npt.assert_array_equal(np.isnan(loss), np.isnan(want_loss))
+    ok = ~np.isnan(want_grad).any(axis=1)  # rows the NumPy path gives finite gradients for
+    npt.assert_allclose(grad[ok], want_grad[ok], rtol=1e-6, atol=1e-6)
