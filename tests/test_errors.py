@@ -5,6 +5,8 @@ it was (it is pre-filled with a sentinel and compared bit for bit).
 Each test runs for every available backend (``backend`` fixture).
 """
 
+import warnings
+
 import numpy as np
 import numpy.testing as npt
 import pytest
@@ -399,3 +401,73 @@ def test_core_statistics_of_the_wrong_dtype_or_shape_are_named(arg, bad):
     kwargs[arg] = _filled(bad, a.dtype) if isinstance(bad, tuple) else a.astype(bad)
     with pytest.raises(ValueError, match=f"^{arg} must have dtype float64 and shape \\(3,\\)"):
         _core.partial_stats(**kwargs)
+
+
+# ----------------------------------------------------------------------------
+# A result beyond a narrower dtype's range is +-inf there, without a warning
+# ----------------------------------------------------------------------------
+# The inputs are rounded to dtype= (or a float16 result from its float32 computation) as
+# NumPy rounds: to +-inf past the largest finite value. That is the correctly rounded value,
+# so NumPy's "overflow encountered in cast" must not reach the caller.
+
+F16_BIG = np.array([6e4, -6e4], np.float16)
+INF = np.inf
+
+NARROWING_CALLS = {
+    "softmax-dtype-f32": (lambda: fs.softmax(np.array([1e300, 0.0]), dtype=np.float32), [1.0, 0.0], np.float32),
+    "softmax-dtype-f32-fortran": (
+        lambda: fs.softmax(np.asfortranarray([[1e300, 0.0], [0.0, 0.0]]), axis=0, dtype=np.float32),
+        [[1.0, 0.5], [0.0, 0.5]], np.float32,
+    ),
+    "softmax-beta-inf-dtype-f32": (
+        lambda: fs.softmax(np.array([1e300, 0.0]), beta=INF, dtype=np.float32), [1.0, 0.0], np.float32
+    ),
+    "softmin-dtype-f32": (lambda: fs.softmin(np.array([-1e300, 0.0]), dtype=np.float32), [1.0, 0.0], np.float32),
+    "log_softmax-dtype-f16": (
+        lambda: fs.log_softmax(np.array([1e5, 0.0]), dtype=np.float16), [0.0, -INF], np.float16
+    ),
+    "log_softmax-f32-dtype-f16": (
+        lambda: fs.log_softmax(np.array([1e5, 0.0], np.float32), dtype=np.float16), [0.0, -INF], np.float16
+    ),
+    "log_softmax-f16": (lambda: fs.log_softmax(F16_BIG), [0.0, -INF], np.float16),
+    "log_softmax-f16-out": (lambda: fs.log_softmax(F16_BIG, out=np.empty(2, np.float16)), [0.0, -INF], np.float16),
+    "softmax_backward-f16": (
+        lambda: fs.softmax_backward(F16_BIG, np.full(2, 0.5, np.float16), beta=4.0), [INF, -INF], np.float16
+    ),
+    "log_softmax_backward-f16": (
+        lambda: fs.log_softmax_backward(F16_BIG, np.full(2, np.log(0.5), np.float16), beta=4.0),
+        [INF, -INF], np.float16,
+    ),
+    "cross_entropy-f16-none": (
+        lambda: fs.cross_entropy(F16_BIG[None], [1], reduction="none"), [INF], np.float16
+    ),
+    "cross_entropy-f16-sum": (lambda: fs.cross_entropy(F16_BIG[None], [1], reduction="sum"), INF, np.float16),
+    "cross_entropy-f16-mean-grad": (
+        lambda: fs.cross_entropy(F16_BIG[None], [1], return_grad=True)[0], INF, np.float16
+    ),
+    "cross_entropy-f32-none": (
+        lambda: fs.cross_entropy(np.array([[3e38, -3e38]], np.float32), [1], reduction="none"), [INF], np.float32
+    ),
+    "cross_entropy-f32-weight-f64": (
+        lambda: fs.cross_entropy(np.zeros((1, 2), np.float32), [0], weight=[1.0, 1e300]), np.log(2), np.float32
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NARROWING_CALLS))
+def test_overflow_to_inf_in_a_narrower_dtype_does_not_warn(backend, name):
+    call, expected, dtype = NARROWING_CALLS[name]
+    errstate = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = call()
+    assert np.geterr() == errstate
+    assert np.asarray(result).dtype == dtype
+    # Exact but for the finite values computed through exp and log: 2 ULP of the result dtype.
+    npt.assert_array_max_ulp(np.asarray(result), np.asarray(expected, dtype), maxulp=2)
+
+
+def test_a_cast_warning_outside_the_calls_is_not_silenced(backend):
+    fs.softmax(np.array([1e300, 0.0]), dtype=np.float32)
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        np.array([1e300]).astype(np.float32)
