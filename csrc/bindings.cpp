@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -24,13 +25,14 @@ std::vector<int64_t> shape_of(const py::array& a) {
     return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
 }
 
+std::vector<int64_t> without_axis(std::vector<int64_t> shape, int64_t axis) {
+    shape.erase(shape.begin() + axis);
+    return shape;
+}
+
 void require_c_contiguous(const py::array& a, const char* what) {
     if (!(a.flags() & py::array::c_style))
         throw py::value_error(std::string(what) + " must be C-contiguous");
-}
-
-void require_writeable(const py::array& a, const char* what) {
-    if (!a.writeable()) throw py::value_error(std::string(what) + " must be writeable");
 }
 
 int64_t checked_axis(const py::array& a, int64_t axis) {
@@ -59,9 +61,33 @@ Kind kind_of(const py::array& a, const char* what) {
     throw py::type_error(std::string(what) + " must be float32 or float64");
 }
 
-void same(const py::array& a, const py::array& b, const char* what) {
-    if (!same_dtype(a.dtype(), b.dtype()) || shape_of(a) != shape_of(b))
-        throw py::value_error(std::string(what) + " must match the input's shape and dtype");
+std::string shape_text(const std::vector<int64_t>& shape) {
+    std::string s = "(";
+    for (size_t d = 0; d < shape.size(); ++d) s += (d ? ", " : "") + std::to_string(shape[d]);
+    return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+enum class Access { read, write };
+
+// Every buffer a kernel touches: C-contiguous (the kernels index it by shape alone), aligned
+// to its element size (they load whole elements), writeable if written.
+void check_buffer(const py::array& a, const char* name, Access access) {
+    require_c_contiguous(a, name);
+    const auto address = reinterpret_cast<std::uintptr_t>(a.data());
+    if (a.size() != 0 && address % std::uintptr_t(a.itemsize()) != 0)  // empty: nothing is read
+        throw py::value_error(std::string(name) + ": buffer is not aligned to its element size (" +
+                              std::to_string(a.itemsize()) + " bytes)");
+    if (access == Access::write && !a.writeable()) throw py::value_error(std::string(name) + " must be writeable");
+}
+
+// ... and of the dtype and shape the kernel expects.
+void check_buffer(const py::array& a, const char* name, const py::dtype& dtype, const std::vector<int64_t>& shape,
+                  Access access) {
+    if (!same_dtype(a.dtype(), dtype) || shape_of(a) != shape)
+        throw py::value_error(std::string(name) + " must have dtype " + std::string(py::str(dtype)) + " and shape " +
+                              shape_text(shape) + ", got " + std::string(py::str(a.dtype())) + " " +
+                              shape_text(shape_of(a)));
+    check_buffer(a, name, access);
 }
 
 // where= as a Selection; the array must have the input's shape, one byte per entry, and be
@@ -108,10 +134,8 @@ void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool
              int threads) {
     checked_threads(threads);
     const Kind k = kind_of(x, "x");
-    same(x, out, "out");
-    require_c_contiguous(x, "x");
-    require_c_contiguous(out, "out");
-    require_writeable(out, "out");
+    check_buffer(x, "x", Access::read);
+    check_buffer(out, "out", x.dtype(), shape_of(x), Access::write);
     const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
     const SelectionArg sel = selection_of(where, shape_of(x), axis, lay);
     const KernelTable& kt = active_kernels();
@@ -131,12 +155,9 @@ void forward_half(const py::array& x, py::array& out, int64_t axis, double beta,
                   const py::object& where, int threads) {
     checked_threads(threads);
     if (!same_dtype(x.dtype(), py::dtype::of<uint16_t>())) throw py::type_error("x must be passed as uint16 bits");
+    check_buffer(x, "x", Access::read);
     const bool y_float = same_dtype(out.dtype(), py::dtype::of<float>());
-    if ((!y_float && !same_dtype(out.dtype(), py::dtype::of<uint16_t>())) || shape_of(out) != shape_of(x))
-        throw py::value_error("out must have the input's shape, as uint16 bits or float32");
-    require_c_contiguous(x, "x");
-    require_c_contiguous(out, "out");
-    require_writeable(out, "out");
+    check_buffer(out, "out", y_float ? py::dtype::of<float>() : py::dtype::of<uint16_t>(), shape_of(x), Access::write);
     const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
     const SelectionArg sel = selection_of(where, shape_of(x), axis, lay);
     const KernelTable& kt = active_kernels();
@@ -151,15 +172,10 @@ void logsumexp_half(const py::array& x, py::array& out, int64_t axis, double bet
                     int threads) {
     checked_threads(threads);
     if (!same_dtype(x.dtype(), py::dtype::of<uint16_t>())) throw py::type_error("x must be passed as uint16 bits");
-    require_c_contiguous(x, "x");
-    require_c_contiguous(out, "out");
-    require_writeable(out, "out");
-    auto shape = shape_of(x);
-    const Layout lay = layout_of(shape, checked_axis(x, axis));
-    const SelectionArg sel = selection_of(where, shape, axis, lay);
-    shape.erase(shape.begin() + axis);
-    if (!same_dtype(out.dtype(), py::dtype::of<float>()) || shape_of(out) != shape)
-        throw py::value_error("out must be float32 with the input's shape without the axis");
+    check_buffer(x, "x", Access::read);
+    const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
+    check_buffer(out, "out", py::dtype::of<float>(), without_axis(shape_of(x), axis), Access::write);
+    const SelectionArg sel = selection_of(where, shape_of(x), axis, lay);
     const KernelTable& kt = active_kernels();
     const auto* src = static_cast<const uint16_t*>(x.data());
     auto* dst = static_cast<float*>(out.mutable_data());
@@ -170,15 +186,10 @@ void logsumexp_half(const py::array& x, py::array& out, int64_t axis, double bet
 void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta, const py::object& where, int threads) {
     checked_threads(threads);
     const Kind k = kind_of(x, "x");
-    require_c_contiguous(x, "x");
-    require_c_contiguous(out, "out");
-    require_writeable(out, "out");
-    auto shape = shape_of(x);
-    const Layout lay = layout_of(shape, checked_axis(x, axis));
-    const SelectionArg sel = selection_of(where, shape, axis, lay);
-    shape.erase(shape.begin() + axis);
-    if (!same_dtype(out.dtype(), x.dtype()) || shape_of(out) != shape)
-        throw py::value_error("out must have the input's shape without the axis, and its dtype");
+    check_buffer(x, "x", Access::read);
+    const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
+    check_buffer(out, "out", x.dtype(), without_axis(shape_of(x), axis), Access::write);
+    const SelectionArg sel = selection_of(where, shape_of(x), axis, lay);
     const KernelTable& kt = active_kernels();
     const void* src = x.data();
     void* dst = out.mutable_data();
@@ -191,21 +202,21 @@ void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta, co
 
 // Per reduction: m (the input's dtype) and S = s_hi + s_lo (float64), shaped like the input
 // without the axis.
+void check_statistics(const py::array& x, int64_t axis, const py::array& m, const py::array& s_hi,
+                      const py::array& s_lo, Access access) {
+    const std::vector<int64_t> shape = without_axis(shape_of(x), axis);
+    check_buffer(m, "m", x.dtype(), shape, access);
+    check_buffer(s_hi, "s_hi", py::dtype::of<double>(), shape, access);
+    check_buffer(s_lo, "s_lo", py::dtype::of<double>(), shape, access);
+}
+
 void partial_stats(const py::array& x, py::array& m, py::array& s_hi, py::array& s_lo, int64_t axis, double beta,
                    int threads) {
     checked_threads(threads);
     const Kind k = kind_of(x, "x");
-    require_c_contiguous(x, "x");
-    auto shape = shape_of(x);
-    const Layout lay = layout_of(shape, checked_axis(x, axis));
-    shape.erase(shape.begin() + axis);
-    for (py::array* a : {&m, &s_hi, &s_lo}) {
-        require_c_contiguous(*a, "statistics");
-        require_writeable(*a, "statistics");
-        if (shape_of(*a) != shape) throw py::value_error("statistics must have the input's shape without the axis");
-    }
-    if (!same_dtype(m.dtype(), x.dtype()) || !same_dtype(s_hi.dtype(), py::dtype::of<double>()) || !same_dtype(s_lo.dtype(), py::dtype::of<double>()))
-        throw py::value_error("m must have the input's dtype, s_hi and s_lo float64");
+    check_buffer(x, "x", Access::read);
+    const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
+    check_statistics(x, axis, m, s_hi, s_lo, Access::write);
     const KernelTable& kt = active_kernels();
     const void* src = x.data();
     void* mp = m.mutable_data();
@@ -220,19 +231,10 @@ void normalise(const py::array& x, const py::array& m, const py::array& s_hi, co
                int64_t axis, double beta, bool log, int threads) {
     checked_threads(threads);
     const Kind k = kind_of(x, "x");
-    same(x, out, "out");
-    require_c_contiguous(x, "x");
-    require_c_contiguous(out, "out");
-    require_writeable(out, "out");
-    auto shape = shape_of(x);
-    const Layout lay = layout_of(shape, checked_axis(x, axis));
-    shape.erase(shape.begin() + axis);
-    for (const py::array* a : {&m, &s_hi, &s_lo}) {
-        require_c_contiguous(*a, "statistics");
-        if (shape_of(*a) != shape) throw py::value_error("statistics must have the input's shape without the axis");
-    }
-    if (!same_dtype(m.dtype(), x.dtype()) || !same_dtype(s_hi.dtype(), py::dtype::of<double>()) || !same_dtype(s_lo.dtype(), py::dtype::of<double>()))
-        throw py::value_error("m must have the input's dtype, s_hi and s_lo float64");
+    check_buffer(x, "x", Access::read);
+    check_buffer(out, "out", x.dtype(), shape_of(x), Access::write);
+    const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
+    check_statistics(x, axis, m, s_hi, s_lo, Access::read);
     if (x.data() == out.data()) throw py::value_error("out must not be x");
     const KernelTable& kt = active_kernels();
     const void* src = x.data();
@@ -253,12 +255,9 @@ void backward(const py::array& grad, const py::array& y, py::array& out, int64_t
               bool log, const py::object& where, int threads) {
     checked_threads(threads);
     const Kind k = kind_of(grad, "grad");
-    same(grad, y, "y");
-    same(grad, out, "out");
-    require_c_contiguous(grad, "grad");
-    require_c_contiguous(y, "y");
-    require_c_contiguous(out, "out");
-    require_writeable(out, "out");
+    check_buffer(grad, "grad", Access::read);
+    check_buffer(y, "y", grad.dtype(), shape_of(grad), Access::read);
+    check_buffer(out, "out", grad.dtype(), shape_of(grad), Access::write);
     const Layout lay = layout_of(shape_of(grad), checked_axis(grad, axis));
     const SelectionArg sel = selection_of(where, shape_of(grad), axis, lay);
     const KernelTable& kt = active_kernels();
@@ -284,35 +283,27 @@ void cross_entropy_typed(const py::array& logits, const py::array& target, const
     a.threads = checked_threads(threads);
     a.rows = logits.shape(0);
     a.classes = logits.shape(1);
+    const std::vector<int64_t> per_row{a.rows};
     if (target.ndim() == 1) {
-        if (!same_dtype(target.dtype(), py::dtype::of<int64_t>()) || target.shape(0) != a.rows)
-            throw py::value_error("class targets must be int64 with one entry per row");
-        require_c_contiguous(target, "target");
+        check_buffer(target, "target", py::dtype::of<int64_t>(), per_row, Access::read);
         a.target_index = static_cast<const int64_t*>(target.data());
         for (int64_t r = 0; r < a.rows; ++r) {
             const int64_t t = a.target_index[r];
             if (t != ignore_index && (t < 0 || t >= a.classes)) throw py::value_error("target out of range");
         }
     } else {
-        if (!same_dtype(target.dtype(), compute) || shape_of(target) != shape_of(logits))
-            throw py::value_error("probability targets must have the logits' shape and the compute dtype");
-        require_c_contiguous(target, "target");
+        check_buffer(target, "target", compute, shape_of(logits), Access::read);
         a.target_prob = static_cast<const T*>(target.data());
     }
     if (!weight.is_none()) {
-        py::array w = py::reinterpret_borrow<py::array>(weight);
-        if (!same_dtype(w.dtype(), compute) || w.ndim() != 1 || w.shape(0) != a.classes)
-            throw py::value_error("weight must have one entry per class and the compute dtype");
-        require_c_contiguous(w, "weight");
+        const py::array w = py::reinterpret_borrow<py::array>(weight);
+        check_buffer(w, "weight", compute, {a.classes}, Access::read);
         a.weight = static_cast<const T*>(w.data());
     }
     auto doubles = [&](const py::object& o, const char* what) -> double* {
         if (o.is_none()) return nullptr;
         py::array arr = py::reinterpret_borrow<py::array>(o);
-        if (!same_dtype(arr.dtype(), py::dtype::of<double>()) || arr.ndim() != 1 || arr.shape(0) != a.rows)
-            throw py::value_error(std::string(what) + " must be float64 with one entry per row");
-        require_c_contiguous(arr, what);
-        require_writeable(arr, what);
+        check_buffer(arr, what, py::dtype::of<double>(), per_row, Access::write);
         return static_cast<double*>(arr.mutable_data());
     };
     a.nll = doubles(nll, "nll");
@@ -320,9 +311,7 @@ void cross_entropy_typed(const py::array& logits, const py::array& target, const
     void* grad_data = nullptr;
     if (!grad.is_none()) {
         py::array g = py::reinterpret_borrow<py::array>(grad);
-        same(logits, g, "grad");
-        require_c_contiguous(g, "grad");
-        require_writeable(g, "grad");
+        check_buffer(g, "grad", logits.dtype(), shape_of(logits), Access::write);
         grad_data = g.mutable_data();
         if (half < 0) a.grad = static_cast<T*>(grad_data);
     }
@@ -344,14 +333,18 @@ void cross_entropy_typed(const py::array& logits, const py::array& target, const
     }
 }
 
+void check_logits(const py::array& logits) {
+    if (logits.ndim() != 2) throw py::value_error("logits must be 2-D (rows, classes)");
+    check_buffer(logits, "logits", Access::read);
+}
+
 // float16 (bf16 false) or bfloat16 logits passed as uint16 bits; targets' probabilities and
 // weights float32; the gradient written as uint16 bits of the same format.
 void cross_entropy_half(const py::array& logits, bool bf16, const py::array& target, const py::object& weight,
                         int64_t ignore_index, double smoothing, double scale_nll, double scale_smooth, py::array& nll,
                         const py::object& smooth, const py::object& grad, int threads) {
     if (!same_dtype(logits.dtype(), py::dtype::of<uint16_t>())) throw py::type_error("logits must be passed as uint16 bits");
-    require_c_contiguous(logits, "logits");
-    if (logits.ndim() != 2) throw py::value_error("logits must be 2-D (rows, classes)");
+    check_logits(logits);
     cross_entropy_typed<float>(logits, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, nll, smooth,
                                grad, threads, bf16 ? 1 : 0);
 }
@@ -360,8 +353,7 @@ void cross_entropy(const py::array& logits, const py::array& target, const py::o
                    double smoothing, double scale_nll, double scale_smooth, py::array& nll, const py::object& smooth,
                    const py::object& grad, int threads) {
     const Kind k = kind_of(logits, "logits");
-    require_c_contiguous(logits, "logits");
-    if (logits.ndim() != 2) throw py::value_error("logits must be 2-D (rows, classes)");
+    check_logits(logits);
     if (k == Kind::f32)
         cross_entropy_typed<float>(logits, target, weight, ignore_index, smoothing, scale_nll, scale_smooth, nll, smooth,
                                    grad, threads);

@@ -5,6 +5,8 @@ it was (it is pre-filled with a sentinel and compared bit for bit).
 Each test runs for every available backend (``backend`` fixture).
 """
 
+import warnings
+
 import numpy as np
 import numpy.testing as npt
 import pytest
@@ -280,3 +282,192 @@ def test_backward_read_only_out_raises_value_error(backend):
     with pytest.raises(ValueError):
         fs.softmax_backward(g, y, out=out)
     assert_untouched(out, snapshot)
+
+
+# ----------------------------------------------------------------------------
+# The compiled module's own buffer checks (fastsoftmax._core, called directly)
+# ----------------------------------------------------------------------------
+# The public functions hand the kernels aligned, C-contiguous copies; these tests call the
+# private module with what a careless caller might pass instead.
+
+_core = pytest.importorskip("fastsoftmax._core")
+
+F16_SENTINEL_BITS = np.float16(SENTINEL).view(np.uint16)
+
+
+def _filled(shape, dtype):
+    """An output buffer pre-filled with the sentinel (its float16 bits for uint16)."""
+    if np.dtype(dtype) == np.uint16:
+        return np.full(shape, F16_SENTINEL_BITS, np.uint16)
+    return sentinel_like(shape, dtype)
+
+
+def _core_calls(dtype):
+    """For each binding: its keyword arguments (valid, aligned) and the names of those it writes."""
+    ft = np.dtype(dtype)
+    x = np.linspace(-3.0, 3.0, 15).reshape(3, 5).astype(ft)
+    y = np.full((3, 5), 0.2, ft)
+    h = np.linspace(-3.0, 3.0, 15).reshape(3, 5).astype(np.float16).view(np.uint16)
+    target = np.array([0, 4, 2], np.int64)
+    stats = dict(m=np.full(3, 3.0, ft), s_hi=np.full(3, 1.5, np.float64), s_lo=np.zeros(3, np.float64))
+    ce = dict(target=target, weight=np.ones(5, ft), ignore_index=-100, smoothing=0.1, scale_nll=1.0,
+              scale_smooth=1.0, nll=_filled(3, np.float64), smooth=_filled(3, np.float64), grad=_filled((3, 5), ft))
+    ce_half = dict(ce, weight=np.ones(5, np.float32), grad=_filled((3, 5), np.uint16))
+    return {
+        "forward": (dict(x=x, out=_filled((3, 5), ft), axis=1, beta=1.0, log=False), ("out",)),
+        "logsumexp": (dict(x=x, out=_filled(3, ft), axis=1, beta=1.0), ("out",)),
+        "backward": (dict(grad=x, y=y, out=_filled((3, 5), ft), axis=1, beta=1.0, log=False), ("out",)),
+        "partial_stats": (
+            dict(x=x, m=_filled(3, ft), s_hi=_filled(3, np.float64), s_lo=_filled(3, np.float64), axis=1),
+            ("m", "s_hi", "s_lo"),
+        ),
+        "normalise": (dict(x=x, out=_filled((3, 5), ft), axis=1, **stats), ("out",)),
+        "forward_half": (dict(x=h, out=_filled((3, 5), np.uint16), axis=1, beta=1.0, log=False, bf16=False), ("out",)),
+        "forward_half_to_f32": (
+            dict(x=h, out=_filled((3, 5), np.float32), axis=1, beta=1.0, log=False, bf16=False), ("out",)
+        ),
+        "logsumexp_half": (dict(x=h, out=_filled(3, np.float32), axis=1, beta=1.0, bf16=False), ("out",)),
+        "cross_entropy": (dict(logits=x, **ce), ("nll", "smooth", "grad")),
+        "cross_entropy_probabilities": (dict(logits=x, **dict(ce, target=y, smooth=None)), ("nll", "grad")),
+        "cross_entropy_half": (dict(logits=h, bf16=False, **ce_half), ("nll", "smooth", "grad")),
+    }
+
+
+def _binding(name):
+    base = {"forward_half_to_f32": "forward_half", "cross_entropy_probabilities": "cross_entropy"}.get(name, name)
+    return getattr(_core, base)
+
+
+def _misaligned_copy(a):
+    """``a``'s values in a writeable buffer one byte past an element boundary."""
+    b = np.frombuffer(bytearray(a.nbytes + 1), dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    b[...] = a
+    assert b.flags.writeable and b.flags.c_contiguous and not b.flags.aligned
+    return b
+
+
+# The 16-bit bindings read float16 bits and compute in float32 whatever `dtype` says: once.
+_CORE_CALLS = [(name, dtype) for dtype in (np.float32, np.float64) for name in sorted(_core_calls(dtype))
+               if not (dtype == np.float64 and "half" in name)]
+_CORE_CASES = [
+    (name, arg, dtype)
+    for name, dtype in _CORE_CALLS
+    for arg, value in _core_calls(dtype)[name][0].items()
+    if isinstance(value, np.ndarray)
+]
+
+
+@pytest.mark.parametrize("name,dtype", _CORE_CALLS, ids=[f"{n}-{np.dtype(d).name}" for n, d in _CORE_CALLS])
+def test_core_bindings_accept_the_aligned_arguments_used_below(name, dtype):
+    kwargs, written = _core_calls(dtype)[name]
+    _binding(name)(**kwargs)
+    assert all(not np.array_equal(kwargs[w], _filled(kwargs[w].shape, kwargs[w].dtype)) for w in written)
+
+
+@pytest.mark.parametrize("name,arg,dtype", _CORE_CASES, ids=[f"{n}-{a}-{np.dtype(d).name}" for n, a, d in _CORE_CASES])
+def test_core_bindings_reject_a_misaligned_buffer_and_write_nothing(name, arg, dtype):
+    kwargs, written = _core_calls(dtype)[name]
+    kwargs[arg] = _misaligned_copy(kwargs[arg])
+    snapshots = {w: kwargs[w].copy() for w in written}
+    itemsize = kwargs[arg].itemsize
+    with pytest.raises(ValueError, match=rf"^{arg}: buffer is not aligned to its element size \({itemsize} bytes\)$"):
+        _binding(name)(**kwargs)
+    for w, snapshot in snapshots.items():
+        assert kwargs[w].tobytes() == snapshot.tobytes(), f"{w} was written"
+
+
+def test_core_bindings_accept_an_empty_buffer_at_any_address():
+    # NumPy calls an empty array aligned wherever it points; nothing is read from it.
+    x = np.frombuffer(bytearray(1), dtype=np.float32, count=0, offset=1).reshape(0, 4)
+    out = np.empty((0, 4), np.float32)
+    _core.forward(x, out, 1, 1.0, False)
+    _core.logsumexp(x, np.empty(0, np.float32), 1, 1.0)
+
+
+@pytest.mark.parametrize("arg", ["x", "out"])
+def test_core_forward_rejects_a_non_contiguous_buffer(arg):
+    kwargs, _ = _core_calls(np.float64)["forward"]
+    kwargs[arg] = np.asarray(np.repeat(kwargs[arg], 2, axis=1)[:, ::2])
+    snapshot = kwargs["out"].copy()
+    with pytest.raises(ValueError, match=f"^{arg} must be C-contiguous"):
+        _core.forward(**kwargs)
+    assert kwargs["out"].tobytes() == snapshot.tobytes()
+
+
+@pytest.mark.parametrize("arg,bad", [("m", np.float32), ("s_hi", np.float32), ("s_lo", (4,))])
+def test_core_statistics_of_the_wrong_dtype_or_shape_are_named(arg, bad):
+    kwargs, _ = _core_calls(np.float64)["partial_stats"]
+    a = kwargs[arg]
+    kwargs[arg] = _filled(bad, a.dtype) if isinstance(bad, tuple) else a.astype(bad)
+    with pytest.raises(ValueError, match=f"^{arg} must have dtype float64 and shape \\(3,\\)"):
+        _core.partial_stats(**kwargs)
+
+
+# ----------------------------------------------------------------------------
+# A result beyond a narrower dtype's range is +-inf there, without a warning
+# ----------------------------------------------------------------------------
+# The inputs are rounded to dtype= (or a float16 result from its float32 computation) as
+# NumPy rounds: to +-inf past the largest finite value. That is the correctly rounded value,
+# so NumPy's "overflow encountered in cast" must not reach the caller.
+
+F16_BIG = np.array([6e4, -6e4], np.float16)
+INF = np.inf
+
+NARROWING_CALLS = {
+    "softmax-dtype-f32": (lambda: fs.softmax(np.array([1e300, 0.0]), dtype=np.float32), [1.0, 0.0], np.float32),
+    "softmax-dtype-f32-fortran": (
+        lambda: fs.softmax(np.asfortranarray([[1e300, 0.0], [0.0, 0.0]]), axis=0, dtype=np.float32),
+        [[1.0, 0.5], [0.0, 0.5]], np.float32,
+    ),
+    "softmax-beta-inf-dtype-f32": (
+        lambda: fs.softmax(np.array([1e300, 0.0]), beta=INF, dtype=np.float32), [1.0, 0.0], np.float32
+    ),
+    "softmin-dtype-f32": (lambda: fs.softmin(np.array([-1e300, 0.0]), dtype=np.float32), [1.0, 0.0], np.float32),
+    "log_softmax-dtype-f16": (
+        lambda: fs.log_softmax(np.array([1e5, 0.0]), dtype=np.float16), [0.0, -INF], np.float16
+    ),
+    "log_softmax-f32-dtype-f16": (
+        lambda: fs.log_softmax(np.array([1e5, 0.0], np.float32), dtype=np.float16), [0.0, -INF], np.float16
+    ),
+    "log_softmax-f16": (lambda: fs.log_softmax(F16_BIG), [0.0, -INF], np.float16),
+    "log_softmax-f16-out": (lambda: fs.log_softmax(F16_BIG, out=np.empty(2, np.float16)), [0.0, -INF], np.float16),
+    "softmax_backward-f16": (
+        lambda: fs.softmax_backward(F16_BIG, np.full(2, 0.5, np.float16), beta=4.0), [INF, -INF], np.float16
+    ),
+    "log_softmax_backward-f16": (
+        lambda: fs.log_softmax_backward(F16_BIG, np.full(2, np.log(0.5), np.float16), beta=4.0),
+        [INF, -INF], np.float16,
+    ),
+    "cross_entropy-f16-none": (
+        lambda: fs.cross_entropy(F16_BIG[None], [1], reduction="none"), [INF], np.float16
+    ),
+    "cross_entropy-f16-sum": (lambda: fs.cross_entropy(F16_BIG[None], [1], reduction="sum"), INF, np.float16),
+    "cross_entropy-f16-mean-grad": (
+        lambda: fs.cross_entropy(F16_BIG[None], [1], return_grad=True)[0], INF, np.float16
+    ),
+    "cross_entropy-f32-none": (
+        lambda: fs.cross_entropy(np.array([[3e38, -3e38]], np.float32), [1], reduction="none"), [INF], np.float32
+    ),
+    "cross_entropy-f32-weight-f64": (
+        lambda: fs.cross_entropy(np.zeros((1, 2), np.float32), [0], weight=[1.0, 1e300]), np.log(2), np.float32
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NARROWING_CALLS))
+def test_overflow_to_inf_in_a_narrower_dtype_does_not_warn(backend, name):
+    call, expected, dtype = NARROWING_CALLS[name]
+    errstate = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = call()
+    assert np.geterr() == errstate
+    assert np.asarray(result).dtype == dtype
+    # Exact but for the finite values computed through exp and log: 2 ULP of the result dtype.
+    npt.assert_array_max_ulp(np.asarray(result), np.asarray(expected, dtype), maxulp=2)
+
+
+def test_a_cast_warning_outside_the_calls_is_not_silenced(backend):
+    fs.softmax(np.array([1e300, 0.0]), dtype=np.float32)
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        np.array([1e300]).astype(np.float32)

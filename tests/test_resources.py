@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import tracemalloc
 import weakref
@@ -404,10 +405,12 @@ def _fp_calls(threads):
 
 _INTERRUPT_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     import numpy as np
     import fastsoftmax as fs
 
+    # Python leaves SIGINT ignored if it started so (under a non-interactive shell's `&`, say)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     x = np.zeros((1, 2**27), np.float32)
     x[0, ::3] = 1.0
     out = np.empty_like(x)
@@ -437,6 +440,8 @@ def test_ctrl_c_during_a_long_multithreaded_call_raises_keyboard_interrupt_and_r
     proc = subprocess.Popen(
         [sys.executable, "-c", _INTERRUPT_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    watchdog = threading.Timer(300, proc.kill)  # a child that never answers fails the test, not hangs it
+    watchdog.start()
     try:
         line = proc.stdout.readline()
         assert line.strip() == "ready", line + proc.stderr.read()
@@ -449,6 +454,7 @@ def test_ctrl_c_during_a_long_multithreaded_call_raises_keyboard_interrupt_and_r
         assert latency < 5.0, f"KeyboardInterrupt took {latency:.1f} s"
         rest, err = proc.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()

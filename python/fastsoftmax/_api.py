@@ -305,21 +305,31 @@ def _kernel_view(arrays: tuple, axis: int, dtype: np.dtype):
     """
     ndim = arrays[0].ndim
     if ndim > 1 and all(a.flags.f_contiguous and a.flags.aligned and not a.flags.c_contiguous for a in arrays):
-        return tuple(np.asarray(a.T, dtype=dtype) for a in arrays), ndim - 1 - axis, True
+        return tuple(_c_aligned(a.T, dtype) for a in arrays), ndim - 1 - axis, True
     return tuple(_c_aligned(a, dtype) for a in arrays), axis, False
 
 
-def _c_aligned(a: Any, dtype: Any) -> np.ndarray:
+def _converted(a: np.ndarray, dtype: Any, requirements: tuple = ()) -> np.ndarray:
+    """``a`` in ``dtype`` (a copy only when needed). A value beyond the range of a narrower
+    ``dtype`` becomes +-inf there, its correctly rounded value, without NumPy's overflow warning."""
+    if a.dtype == dtype:
+        return np.require(a, requirements=requirements) if requirements else a
+    with np.errstate(over="ignore"):
+        return np.require(a, dtype=dtype, requirements=requirements)
+
+
+def _c_aligned(a: np.ndarray, dtype: Any) -> np.ndarray:
     """C-contiguous and aligned in ``dtype`` (a copy only when needed): the kernels load whole
     elements."""
-    return np.require(a, dtype=dtype, requirements=["C", "A"])
+    return _converted(a, dtype, ("C", "A"))
 
 
 def _deliver(result: np.ndarray, out: Optional[np.ndarray], dtype: np.dtype) -> np.ndarray:
     if out is None:
-        return result.astype(dtype, copy=False)
+        return _converted(result, dtype)
     if result is not out:
-        np.copyto(out, result, casting="unsafe")
+        with np.errstate(over="ignore"):  # as in _converted
+            np.copyto(out, result, casting="unsafe")
     return out
 
 
@@ -361,7 +371,7 @@ def _forward(
     sel = _check_where(where, arr.shape)
     work_dtype = _compute_dtype(dtype)
     if np.isinf(beta):
-        return _deliver(_limit_forward(arr.astype(work_dtype), ax, beta, log, sel), out, dtype)
+        return _deliver(_limit_forward(_converted(arr, work_dtype), ax, beta, log, sel), out, dtype)
     half = _half_format(arr.dtype)
     if half is not None and not _use_numpy and dtype in (arr.dtype, np.dtype(np.float32)):
         # Read in the 16-bit format, widened in registers; written in it or in float32.
@@ -372,7 +382,7 @@ def _forward(
         return _deliver(dst.T if transposed else dst, out, dtype)
     if _use_numpy or work_dtype not in _KERNEL_DTYPES:
         fn = _numpy.log_softmax if log else _numpy.softmax
-        res = fn(arr.astype(np.promote_types(work_dtype, np.float32), copy=False), ax, beta, sel)
+        res = fn(_converted(arr, np.promote_types(work_dtype, np.float32)), ax, beta, sel)
         return _deliver(res, out, dtype)
     (work,), kax, transposed = _kernel_view((arr,), ax, work_dtype)
     dst = _kernel_dst(work, out, transposed)
@@ -840,13 +850,16 @@ def cross_entropy(
 
     per_sample = nll if probabilities else (1 - eps) * nll + (eps / classes) * (smooth if smoothed else 0.0)
     if reduction == "none":
-        loss: Any = np.asarray(per_sample).reshape(sample_shape).astype(dtype)
-    elif reduction == "sum":
-        loss = dtype.type(per_sample.sum())
+        loss: Any = _converted(np.asarray(per_sample).reshape(sample_shape), dtype)
     else:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            loss = dtype.type(per_sample.sum() * scale)
+        if reduction == "sum":
+            total_loss = per_sample.sum()
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total_loss = per_sample.sum() * scale
+        with np.errstate(over="ignore"):  # as in _converted
+            loss = dtype.type(total_loss)
     if not return_grad:
         return loss
     moved = x.shape[:ax] + x.shape[ax + 1 :] + (classes,)
-    return loss, np.moveaxis(grad.reshape(moved), -1, ax).astype(dtype, copy=False)
+    return loss, _converted(np.moveaxis(grad.reshape(moved), -1, ax), dtype)
