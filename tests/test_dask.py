@@ -387,3 +387,18 @@ def test_distributed_large_array_split_axis(client):
     xs = x_s.astype(np.longdouble)
     assert_matches(y_s, np.exp(xs - ref_lse[:, None]).astype(np.float32))
     assert_matches(ly_s, (xs - ref_lse[:, None]).astype(np.float32))
+
+
+@pytest.mark.parametrize("chunks", [1, 2])  # the axis split (merged records) or whole (fused)
+def test_results_rounding_to_inf_in_float16_raise_no_cast_warning(chunks):
+    import warnings
+
+    x = da.from_array(np.float16([6e4, -6e4]), chunks=chunks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = fsd.log_softmax(x).compute(scheduler="sync")
+        lse = fsd.logsumexp(da.from_array(np.float16([6e4, 6e4]), chunks=chunks)).compute(scheduler="sync")
+    # Exact: log_softmax = (0, -1.2e5) rounds to (0, -inf) in float16; logsumexp
+    # 6e4 + log 2 rounds to 6e4.
+    np.testing.assert_array_equal(y, np.float16([0.0, -np.inf]))
+    assert lse == np.float16(6e4)

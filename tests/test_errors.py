@@ -471,3 +471,16 @@ def test_a_cast_warning_outside_the_calls_is_not_silenced(backend):
     fs.softmax(np.array([1e300, 0.0]), dtype=np.float32)
     with pytest.warns(RuntimeWarning, match="overflow"):
         np.array([1e300]).astype(np.float32)
+
+
+@pytest.mark.parametrize("fn_name", ["softmax_backward", "log_softmax_backward"])
+def test_backward_with_infinite_grad_raises_no_numpy_warning_on_any_backend(backend, fn_name):
+    import warnings
+
+    grad = np.float32([np.inf, 1.0])
+    y = np.float32([0.5, 0.5]) if fn_name == "softmax_backward" else np.log(np.float32([0.5, 0.5]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dx = getattr(fs, fn_name)(grad, y)
+    # inf - inf: NaN where the exact result is undefined, as IEEE arithmetic gives it.
+    assert np.isnan(dx).any()

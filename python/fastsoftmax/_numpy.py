@@ -93,8 +93,9 @@ def _grads(grad: np.ndarray, y: np.ndarray, where):
 
 def softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0, where=None) -> np.ndarray:
     g, s = _grads(grad, y, where)
-    dot = (g * s).sum(axis=axis, keepdims=True)
-    dx = beta * s * (g - dot)
+    with np.errstate(invalid="ignore"):  # inf - inf, 0 * inf: NaN, as the kernels give
+        dot = (g * s).sum(axis=axis, keepdims=True)
+        dx = beta * s * (g - dot)
     return _narrow(dx if where is None else np.where(where, dx, 0), grad.dtype)
 
 

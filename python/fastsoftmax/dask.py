@@ -209,7 +209,8 @@ def _lse_block(rec, *, result):
     total = rec["hi"].astype(np.longdouble) + rec["lo"]
     with np.errstate(divide="ignore", invalid="ignore"):
         lse = big.astype(np.longdouble) + np.log(total)  # -inf + log(0) = -inf; NaN stays
-    return lse.astype(big.dtype).astype(result)
+    with np.errstate(over="ignore"):  # a result beyond the narrower dtype rounds to +-inf
+        return lse.astype(big.dtype).astype(result)
 
 
 def _normalise_block(block, rec, *, axis, work, result, beta, log, threads):
@@ -218,7 +219,8 @@ def _normalise_block(block, rec, *, axis, work, result, beta, log, threads):
     m, hi, lo = _unpack(rec, work)
     out = np.empty(x.shape, x.dtype)
     _core.normalise(x, m, hi, lo, out, axis, beta, log, threads)
-    return out.astype(result, copy=False)
+    with np.errstate(over="ignore"):  # a result beyond the narrower dtype rounds to +-inf
+        return out.astype(result, copy=False)
 
 
 def _fused_block(block, *, axis, work, result, beta, log, threads):
@@ -227,7 +229,8 @@ def _fused_block(block, *, axis, work, result, beta, log, threads):
     m, hi, lo = _kernel_stats(x, axis, beta, threads)
     out = np.empty(x.shape, x.dtype)
     _core.normalise(x, m, hi, lo, out, axis, beta, log, threads)
-    return out.astype(result, copy=False)
+    with np.errstate(over="ignore"):  # a result beyond the narrower dtype rounds to +-inf
+        return out.astype(result, copy=False)
 
 
 # ---------------------------------------------------------------------------------------
