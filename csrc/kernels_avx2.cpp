@@ -85,6 +85,12 @@ struct VF {
         __m256i k1 = _mm256_srai_epi32(ki, 1);
         return _mm256_mul_ps(_mm256_mul_ps(a, pow2(k1)), pow2(_mm256_sub_epi32(ki, k1)));
     }
+    // a * 2^k for integral k with 2^k a normal number: the bits of 2^k are those of k + 127 moved
+    // into the exponent field (k + 2^23 + 127 holds k + 127 in its low mantissa bits).
+    static R scalef_normal(R a, R k) {
+        const __m256i bits = _mm256_castps_si256(_mm256_add_ps(k, _mm256_set1_ps(8388608.0f + 127.0f)));
+        return _mm256_mul_ps(a, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 23)));
+    }
     static T hmax(R a) {
         __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -174,6 +180,11 @@ struct VD {
         ki = _mm_max_epi32(_mm_min_epi32(ki, _mm_set1_epi32(2046)), _mm_set1_epi32(-2044));
         __m128i k1 = _mm_srai_epi32(ki, 1);
         return _mm256_mul_pd(_mm256_mul_pd(a, pow2(k1)), pow2(_mm_sub_epi32(ki, k1)));
+    }
+    // a * 2^k for integral k with 2^k a normal number (see VF::scalef_normal; 2^52 + 1023).
+    static R scalef_normal(R a, R k) {
+        const __m256i bits = _mm256_castpd_si256(_mm256_add_pd(k, _mm256_set1_pd(4503599627370496.0 + 1023.0)));
+        return _mm256_mul_pd(a, _mm256_castsi256_pd(_mm256_slli_epi64(bits, 52)));
     }
     static T hmax(R a) {
         __m128d m = _mm_max_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));

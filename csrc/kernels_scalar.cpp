@@ -59,6 +59,7 @@ struct Lane {
         Bits k1 = Bits(typename std::make_signed<Bits>::type(ki) >> 1);
         return a * pow2(k1) * pow2(ki - k1);
     }
+    static R scalef_normal(R a, R k) { return scalef(a, k); }
     static T hmax(R a) { return a; }
     static M sel_load(const uint8_t* p) { return *p != 0; }
     static M sel_loadp(const uint8_t* p, int64_t k) { return k > 0 && *p != 0; }
