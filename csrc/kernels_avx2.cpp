@@ -77,13 +77,12 @@ struct VF {
     static R select(M m, R a, R b) { return _mm256_blendv_ps(b, a, m); }
     static M eq(R a, R b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
     static R round(R a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-    static R pow2(__m256i k) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23)); }
-    // a * 2^k for integral k, as two exact power-of-two factors so that 2^k may be subnormal.
+    // a * 2^k for integral k (kernels run with subnormals flushed): k is clamped to [-127, 127],
+    // and 2^-127 is given as 0, so a result below the smallest normal number is 0 as it would
+    // be flushed; NaN in k gives NaN through a (both come from the same NaN).
     static R scalef(R a, R k) {
-        __m256i ki = _mm256_cvtps_epi32(k);
-        ki = _mm256_max_epi32(_mm256_min_epi32(ki, _mm256_set1_epi32(254)), _mm256_set1_epi32(-252));
-        __m256i k1 = _mm256_srai_epi32(ki, 1);
-        return _mm256_mul_ps(_mm256_mul_ps(a, pow2(k1)), pow2(_mm256_sub_epi32(ki, k1)));
+        const R kc = _mm256_min_ps(_mm256_max_ps(k, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+        return scalef_normal(a, kc);
     }
     // a * 2^k for integral k with 2^k a normal number: the bits of 2^k are those of k + 127 moved
     // into the exponent field (k + 2^23 + 127 holds k + 127 in its low mantissa bits).
@@ -171,15 +170,10 @@ struct VD {
     static R select(M m, R a, R b) { return _mm256_blendv_pd(b, a, m); }
     static M eq(R a, R b) { return _mm256_cmp_pd(a, b, _CMP_EQ_OQ); }
     static R round(R a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
-    static R pow2(__m128i k) {
-        __m256i e = _mm256_cvtepi32_epi64(_mm_add_epi32(k, _mm_set1_epi32(1023)));
-        return _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
-    }
+    // a * 2^k for integral k, as VF::scalef: k clamped to [-1023, 1023], 2^-1023 given as 0.
     static R scalef(R a, R k) {
-        __m128i ki = _mm256_cvtpd_epi32(k);
-        ki = _mm_max_epi32(_mm_min_epi32(ki, _mm_set1_epi32(2046)), _mm_set1_epi32(-2044));
-        __m128i k1 = _mm_srai_epi32(ki, 1);
-        return _mm256_mul_pd(_mm256_mul_pd(a, pow2(k1)), pow2(_mm_sub_epi32(ki, k1)));
+        const R kc = _mm256_min_pd(_mm256_max_pd(k, _mm256_set1_pd(-1023.0)), _mm256_set1_pd(1023.0));
+        return scalef_normal(a, kc);
     }
     // a * 2^k for integral k with 2^k a normal number (see VF::scalef_normal; 2^52 + 1023).
     static R scalef_normal(R a, R k) {
