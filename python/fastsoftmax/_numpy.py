@@ -101,8 +101,8 @@ def softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1
 
 def log_softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0, where=None) -> np.ndarray:
     g, s = _grads(grad, y, where)
-    total = g.sum(axis=axis, keepdims=True)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # inf + -inf, 0 * inf: NaN, as the kernels give
+        total = g.sum(axis=axis, keepdims=True)
         dx = beta * (g - np.exp(s) * total)
     return _narrow(dx if where is None else np.where(where, dx, 0), grad.dtype)
 
