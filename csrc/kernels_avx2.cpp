@@ -134,15 +134,6 @@ struct VF {
     static R narrow2(__m256d lo, __m256d hi) {
         return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
     }
-    // scale / (sum of each lane) as head and tail.
-    static void inv_split(const Acc& a, double scale, R& hi, R& lo) {
-        const __m256d k = _mm256_set1_pd(scale), i0 = _mm256_div_pd(k, a.lo), i1 = _mm256_div_pd(k, a.hi);
-        const __m128 h0 = _mm256_cvtpd_ps(i0), h1 = _mm256_cvtpd_ps(i1);
-        const __m128 l0 = _mm256_cvtpd_ps(_mm256_sub_pd(i0, _mm256_cvtps_pd(h0)));
-        const __m128 l1 = _mm256_cvtpd_ps(_mm256_sub_pd(i1, _mm256_cvtps_pd(h1)));
-        hi = _mm256_insertf128_ps(_mm256_castps128_ps256(h0), h1, 1);
-        lo = _mm256_insertf128_ps(_mm256_castps128_ps256(l0), l1, 1);
-    }
 };
 
 struct VD {

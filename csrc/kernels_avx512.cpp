@@ -95,15 +95,6 @@ struct VF {
     static R narrow2(__m512d lo, __m512d hi) {
         return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
     }
-    // scale / (sum of each lane) as head and tail.
-    static void inv_split(const Acc& a, double scale, R& hi, R& lo) {
-        const __m512d k = _mm512_set1_pd(scale), i0 = _mm512_div_pd(k, a.lo), i1 = _mm512_div_pd(k, a.hi);
-        const __m256 h0 = _mm512_cvtpd_ps(i0), h1 = _mm512_cvtpd_ps(i1);
-        const __m256 l0 = _mm512_cvtpd_ps(_mm512_sub_pd(i0, _mm512_cvtps_pd(h0)));
-        const __m256 l1 = _mm512_cvtpd_ps(_mm512_sub_pd(i1, _mm512_cvtps_pd(h1)));
-        hi = _mm512_insertf32x8(_mm512_castps256_ps512(h0), h1, 1);
-        lo = _mm512_insertf32x8(_mm512_castps256_ps512(l0), l1, 1);
-    }
 };
 
 struct VD {
