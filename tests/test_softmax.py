@@ -775,3 +775,47 @@ def test_backward_of_empty_input_is_empty(backend, dtype, shape, axis):
     assert got.shape == shape
     assert got.dtype == dtype
     assert got.size == 0
+
+
+# ----------------------------------------------------------------------------
+# Softmax over a non-last axis whose slice fits in cache (exponentials stored between passes)
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape,axis", [((64, 100, 49), 1), ((5, 33, 17), 1), ((40, 3), 0), ((2, 1000, 31), 1)])
+def test_non_last_axis_in_cache_matches_reference(backend, dtype, shape, axis, rng):
+    x = rng.normal(0, 3, size=shape).astype(dtype)
+    # Tolerance: 4 ULP (dtype-specific, see helper).
+    assert_softmax_matches_reference(fs.softmax(x, axis=axis), x, axis=axis)
+    y = x.copy()
+    fs.softmax(y, axis=axis, out=y)  # in place: each entry read before it is written
+    assert_softmax_matches_reference(y, x, axis=axis)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_non_last_axis_special_columns_match_the_numpy_backend(backend, dtype, rng):
+    x = rng.normal(0, 2, size=(3, 20, 9))
+    x[1, :, 0] = -np.inf           # only -inf: NaN
+    x[1, 4, 1] = np.nan            # NaN in a column: NaN
+    x[2, :, 2] = 3e4 + np.arange(20)  # beyond the direct reduction
+    x[0, ::2, 3] = -np.inf         # some -inf: 0 there
+    x = x.astype(dtype)
+    with fs._api.use_backend("numpy"):
+        want = fs.softmax(x, axis=1)
+    got = fs.softmax(x, axis=1)
+    # Tolerance: 4 ULP relative plus the smallest normal number absolute; NaN where NumPy has it.
+    npt.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny, equal_nan=True)
+    npt.assert_array_equal(np.isnan(got), np.isnan(want))
+    x[0, 3, 5] = np.inf  # a +inf column: the slice takes the column path, nothing half-written
+    with fs._api.use_backend("numpy"):
+        want = fs.softmax(x, axis=1)
+    got = fs.softmax(x, axis=1)
+    npt.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny, equal_nan=True)
+    npt.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+def test_non_last_axis_in_cache_bitwise_identical_on_one_and_two_threads(backend, rng):
+    x = rng.normal(0, 3, size=(64, 1000, 49)).astype(np.float32)
+    # Exact: each slice is computed whole by one thread.
+    npt.assert_array_equal(fs.softmax(x, axis=1, threads=1), fs.softmax(x, axis=1, threads=2))
