@@ -484,3 +484,15 @@ def test_backward_with_infinite_grad_raises_no_numpy_warning_on_any_backend(back
         dx = getattr(fs, fn_name)(grad, y)
     # inf - inf: NaN where the exact result is undefined, as IEEE arithmetic gives it.
     assert np.isnan(dx).any()
+
+
+def test_log_softmax_backward_with_y_beyond_exp_range_raises_no_numpy_warning(backend):
+    import warnings
+
+    grad = np.float64([1.0, 2.0])
+    y = np.float64([800.0, 0.0])  # not log-probabilities: e^800 overflows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dx = fs.log_softmax_backward(grad, y)
+    # e^800 * 3 is +inf: the first entry is -inf, the second 2 - 3 = -1 exactly.
+    assert dx[0] == -np.inf and dx[1] == -1.0

@@ -101,7 +101,9 @@ def softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1
 
 def log_softmax_backward(grad: np.ndarray, y: np.ndarray, axis: int, beta: float = 1.0, where=None) -> np.ndarray:
     g, s = _grads(grad, y, where)
-    with np.errstate(invalid="ignore"):  # inf + -inf, 0 * inf: NaN, as the kernels give
+    # inf + -inf, 0 * inf: NaN, and e^y beyond the range (y is not a log-probability): inf,
+    # as the kernels give
+    with np.errstate(invalid="ignore", over="ignore"):
         total = g.sum(axis=axis, keepdims=True)
         dx = beta * (g - np.exp(s) * total)
     return _narrow(dx if where is None else np.where(where, dx, 0), grad.dtype)
