@@ -76,7 +76,6 @@ struct VF {
     static R max(R a, R b) { return _mm256_max_ps(a, b); }
     static R select(M m, R a, R b) { return _mm256_blendv_ps(b, a, m); }
     static M eq(R a, R b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
-    static R round(R a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     // a * 2^k for integral k (kernels run with subnormals flushed): k is clamped to [-127, 127],
     // and 2^-127 is given as 0, so a result below the smallest normal number is 0 as it would
     // be flushed; NaN in k gives NaN through a (both come from the same NaN).
@@ -160,7 +159,6 @@ struct VD {
     static R max(R a, R b) { return _mm256_max_pd(a, b); }
     static R select(M m, R a, R b) { return _mm256_blendv_pd(b, a, m); }
     static M eq(R a, R b) { return _mm256_cmp_pd(a, b, _CMP_EQ_OQ); }
-    static R round(R a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     // a * 2^k for integral k, as VF::scalef: k clamped to [-1023, 1023], 2^-1023 given as 0.
     static R scalef(R a, R k) {
         const R kc = _mm256_min_pd(_mm256_max_pd(k, _mm256_set1_pd(-1023.0)), _mm256_set1_pd(1023.0));

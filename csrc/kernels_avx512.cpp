@@ -58,7 +58,6 @@ struct VF {
     static R max(R a, R b) { return _mm512_max_ps(a, b); }
     static R select(M m, R a, R b) { return _mm512_mask_blend_ps(m, b, a); }
     static M eq(R a, R b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
-    static R round(R a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static R scalef(R a, R k) { return _mm512_scalef_ps(a, k); }
     static R scalef_normal(R a, R k) { return _mm512_scalef_ps(a, k); }
     static T hmax(R a) { return _mm512_reduce_max_ps(a); }
@@ -118,7 +117,6 @@ struct VD {
     static R max(R a, R b) { return _mm512_max_pd(a, b); }
     static R select(M m, R a, R b) { return _mm512_mask_blend_pd(m, b, a); }
     static M eq(R a, R b) { return _mm512_cmp_pd_mask(a, b, _CMP_EQ_OQ); }
-    static R round(R a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static R scalef(R a, R k) { return _mm512_scalef_pd(a, k); }
     static R scalef_normal(R a, R k) { return _mm512_scalef_pd(a, k); }
     static T hmax(R a) { return _mm512_reduce_max_pd(a); }

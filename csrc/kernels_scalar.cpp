@@ -41,10 +41,6 @@ struct Lane {
     static R max(R a, R b) { return a > b ? a : b; }  // b when either is NaN, as on x86
     static R select(M m, R a, R b) { return m ? a : b; }
     static M eq(R a, R b) { return a == b; }
-    static R round(R a) {  // to nearest even; |a| is far below 2^(MantBits - 1) here
-        const T magic = T(1.5) * T(Bits(1) << MantBits);
-        return std::fabs(a) < T(Bits(1) << (MantBits - 1)) ? (a + magic) - magic : a;
-    }
     static T pow2(Bits k) {
         Bits u = (k + Bias) << MantBits;
         T v;

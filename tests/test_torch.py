@@ -380,6 +380,14 @@ def _ce_case(layout, kind, weighted, ignore, gen, dtype=torch.float64):
     return x, target, weight
 
 
+def _ce_kwargs(weight, reduction, smoothing, ignore):
+    """The keyword arguments of a cross_entropy case (ignore_index only when given)."""
+    kw = dict(weight=weight, reduction=reduction, label_smoothing=smoothing)
+    if ignore is not None:
+        kw["ignore_index"] = ignore
+    return kw
+
+
 @pytest.mark.parametrize("layout", ["NC", "NCdd", "C"])
 @pytest.mark.parametrize("kind,ignore", [("class", None), ("class", -100), ("class", 2), ("probabilities", None)])
 @pytest.mark.parametrize("weighted", [False, True])
@@ -387,9 +395,7 @@ def _ce_case(layout, kind, weighted, ignore, gen, dtype=torch.float64):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_matches_torch(layout, kind, ignore, weighted, smoothing, reduction, gen):
     x, target, weight = _ce_case(layout, kind, weighted, ignore, gen)
-    kw = dict(weight=weight, reduction=reduction, label_smoothing=smoothing)
-    if ignore is not None:
-        kw["ignore_index"] = ignore
+    kw = _ce_kwargs(weight, reduction, smoothing, ignore)
     ours = fst.cross_entropy(x, target, **kw)
     ref = F.cross_entropy(x, target, **kw)
     assert ours.shape == ref.shape and ours.dtype == ref.dtype
@@ -484,9 +490,7 @@ def test_gradcheck_and_gradgradcheck(name, shape, dim, gen):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_gradcheck_cross_entropy(layout, kind, ignore, weighted, smoothing, reduction, gen):
     x, target, weight = _ce_case(layout, kind, weighted, ignore, gen)
-    kw = dict(weight=weight, reduction=reduction, label_smoothing=smoothing)
-    if ignore is not None:
-        kw["ignore_index"] = ignore
+    kw = _ce_kwargs(weight, reduction, smoothing, ignore)
     assert torch.autograd.gradcheck(lambda x: fst.cross_entropy(x, target, **kw), (x,))
 
 

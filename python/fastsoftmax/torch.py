@@ -348,18 +348,24 @@ _cross_entropy_op.register_autograd(_cross_entropy_grad, setup_context=_cross_en
 # The public functions
 
 
+def _prepared(input: Tensor, dim: int, dtype: Optional[torch.dtype]):
+    """The checked input (cast to ``dtype`` if given) and its normalised ``dim``."""
+    _check_tensor(input, "input")
+    _check_dtype(dtype)
+    if dtype is not None:
+        input = input.to(dtype)
+    _check_floating(input, "input")
+    return input, _check_dim(dim, input.dim())
+
+
 def softmax(input: Tensor, dim: int, *, dtype: Optional[torch.dtype] = None) -> Tensor:
     """``torch.nn.functional.softmax(input, dim, dtype=dtype)`` by the fastsoftmax kernels.
 
     ``dtype``, if given, is the floating dtype the input is cast to before the operation.
     Differentiable; the backward pass is :func:`fastsoftmax.softmax_backward`.
     """
-    _check_tensor(input, "input")
-    _check_dtype(dtype)
-    if dtype is not None:
-        input = input.to(dtype)
-    _check_floating(input, "input")
-    return _softmax_op(input, _check_dim(dim, input.dim()))
+    input, dim = _prepared(input, dim, dtype)
+    return _softmax_op(input, dim)
 
 
 def log_softmax(input: Tensor, dim: int, *, dtype: Optional[torch.dtype] = None) -> Tensor:
@@ -367,12 +373,8 @@ def log_softmax(input: Tensor, dim: int, *, dtype: Optional[torch.dtype] = None)
 
     Differentiable; the backward pass is :func:`fastsoftmax.log_softmax_backward`.
     """
-    _check_tensor(input, "input")
-    _check_dtype(dtype)
-    if dtype is not None:
-        input = input.to(dtype)
-    _check_floating(input, "input")
-    return _log_softmax_op(input, _check_dim(dim, input.dim()))
+    input, dim = _prepared(input, dim, dtype)
+    return _log_softmax_op(input, dim)
 
 
 _REDUCTIONS = ("mean", "sum", "none")
