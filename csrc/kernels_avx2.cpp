@@ -68,6 +68,7 @@ struct VF {
     static void store(BFloat16* p, R v) { put16(p, to_bf16(v)); }
     static void storep(BFloat16* p, R v, M m) { put16(p, to_bf16(v), m); }
     static R add(R a, R b) { return _mm256_add_ps(a, b); }
+    static R add_where(M m, R a, R b) { return _mm256_add_ps(a, _mm256_and_ps(m, b)); }  // a + b where m, else a
     static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
     static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
     static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
@@ -126,6 +127,9 @@ struct VF {
     static R floor(R a) { return _mm256_floor_ps(a); }
     static M le(R a, R b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
     static bool all(M m) { return _mm256_movemask_ps(m) == 0xff; }
+    static bool finite(R a) {  // no NaN or infinity in any lane: a - a is 0 exactly where a is finite
+        return _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(a, a), _mm256_setzero_ps(), _CMP_NEQ_UQ)) == 0;
+    }
     static R gather(const T* p, const int32_t* idx) {
         return _mm256_i32gather_ps(p, _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), 4);
     }
@@ -151,6 +155,7 @@ struct VD {
     }
     static M mand(M a, M b) { return _mm256_and_pd(a, b); }
     static R add(R a, R b) { return _mm256_add_pd(a, b); }
+    static R add_where(M m, R a, R b) { return _mm256_add_pd(a, _mm256_and_pd(m, b)); }
     static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
     static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
     static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
@@ -210,6 +215,9 @@ struct VD {
     static R floor(R a) { return _mm256_floor_pd(a); }
     static M le(R a, R b) { return _mm256_cmp_pd(a, b, _CMP_LE_OQ); }
     static bool all(M m) { return _mm256_movemask_pd(m) == 0xf; }
+    static bool finite(R a) {
+        return _mm256_movemask_pd(_mm256_cmp_pd(_mm256_sub_pd(a, a), _mm256_setzero_pd(), _CMP_NEQ_UQ)) == 0;
+    }
     static R gather(const T* p, const int32_t* idx) {
         return _mm256_i32gather_pd(p, _mm_load_si128(reinterpret_cast<const __m128i*>(idx)), 8);
     }

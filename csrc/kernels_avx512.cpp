@@ -50,6 +50,7 @@ struct VF {
     static void store(BFloat16* p, R v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16(v)); }
     static void storep(BFloat16* p, R v, M m) { _mm256_mask_storeu_epi16(p, m, to_bf16(v)); }
     static R add(R a, R b) { return _mm512_add_ps(a, b); }
+    static R add_where(M m, R a, R b) { return _mm512_mask_add_ps(a, m, a, b); }  // a + b where m, else a
     static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
     static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
     static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
@@ -87,6 +88,7 @@ struct VF {
     static R floor(R a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
     static M le(R a, R b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
     static bool all(M m) { return m == M(0xffff); }
+    static bool finite(R a) { return _mm512_fpclass_ps_mask(a, 0x99) == 0; }  // no NaN or infinity in any lane
     static R gather(const T* p, const int32_t* idx) {
         return _mm512_i32gather_ps(_mm512_load_si512(idx), p, 4);
     }
@@ -109,6 +111,7 @@ struct VD {
     static M tail(int64_t k) { return M((1u << k) - 1u); }
     static M mand(M a, M b) { return M(a & b); }
     static R add(R a, R b) { return _mm512_add_pd(a, b); }
+    static R add_where(M m, R a, R b) { return _mm512_mask_add_pd(a, m, a, b); }
     static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
     static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
     static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
@@ -152,6 +155,7 @@ struct VD {
     static R floor(R a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
     static M le(R a, R b) { return _mm512_cmp_pd_mask(a, b, _CMP_LE_OQ); }
     static bool all(M m) { return m == M(0xff); }
+    static bool finite(R a) { return _mm512_fpclass_pd_mask(a, 0x99) == 0; }
     static R gather(const T* p, const int32_t* idx) {
         return _mm512_i32gather_pd(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), p, 8);
     }

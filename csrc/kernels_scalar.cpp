@@ -33,6 +33,8 @@ struct Lane {
     template <class S> static void storep(S* p, R v, M m) { if (m) *p = narrow<S>(v); }
     static M mand(M a, M b) { return a && b; }
     static R add(R a, R b) { return a + b; }
+    static R add_where(M m, R a, R b) { return m ? a + b : a; }
+    static bool finite(R a) { return std::isfinite(a); }
     static R sub(R a, R b) { return a - b; }
     static R mul(R a, R b) { return a * b; }
     static R fma(R a, R b, R c) { return std::fma(a, b, c); }

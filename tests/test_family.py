@@ -622,6 +622,10 @@ ACCURACY_CASES = {
     "normal30_rows_1000": lambda rng: rng.normal(0, 30, size=(64, 1000)),
     "uniform_single_row_2pow22": lambda rng: rng.uniform(-1, 1, size=(1, 2**22)),
     "shape_65536_by_10": lambda rng: rng.normal(0, 3, size=(65536, 10)),
+    # float32 rows of 768 KB take the three-pass path with the exponentials stored, longer
+    # ones the two-pass online path.
+    "normal3_rows_of_768KB": lambda rng: rng.normal(0, 3, size=(2, 196608)),
+    "normal3_rows_past_768KB": lambda rng: rng.normal(0, 3, size=(2, 196624)),
 }
 
 
