@@ -1,0 +1,72 @@
+"""Rows of more than 64 entries and up to 16 KB go through the kernels in batches of 8:
+the first passes of every row of a batch, then what closes each (the normaliser, the
+logarithm, the output pass). Each row must come out exactly as it does alone (a single row is
+never batched), whatever its place in a batch, the rows around it, the thread count and the
+remainder of rows past the last whole batch.
+"""
+
+import numpy as np
+import numpy.testing as npt
+import pytest
+
+import fastsoftmax as fs
+
+FUNCTIONS = {
+    "softmax": lambda x, **kw: fs.softmax(x, axis=-1, **kw),
+    "log_softmax": lambda x, **kw: fs.log_softmax(x, axis=-1, **kw),
+    "logsumexp": lambda x, **kw: fs.logsumexp(x, axis=-1, **kw),
+}
+# Both sides of each limit: the short rows (up to 64 entries, taken a group at a time, not
+# compared here), the stored softmax's batch limit (1 KB) and the batch limit (16 KB).
+ROW_LENGTHS = [65, 100, 128, 129, 256, 257, 1000, 2048, 2049, 4096, 4097]
+# 8 rows per batch: 5 rows (one partial batch), 8, 21 (two whole batches and 5).
+ROW_COUNTS = [5, 8, 21]
+
+
+def _specials(x, rng):
+    """A NaN row, a row with +inf, a row of only -inf and a row with huge values among
+    normal ones (where the rows exist)."""
+    x = x.copy()
+    rows = x.shape[0]
+    if rows > 1:
+        x[1, rng.integers(x.shape[1])] = np.nan
+    if rows > 2:
+        x[2, rng.integers(x.shape[1])] = np.inf
+    if rows > 3:
+        x[3, :] = -np.inf
+    if rows > 4:
+        x[4, : x.shape[1] // 2] = np.finfo(x.dtype).max / 2
+    return x
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", ROW_LENGTHS)
+@pytest.mark.parametrize("rows", ROW_COUNTS)
+def test_each_row_of_a_batch_is_bitwise_the_row_taken_alone(backend, name, dtype, n, rows, rng):
+    fn = FUNCTIONS[name]
+    x = _specials(rng.normal(0, 3, size=(rows, n)).astype(dtype), rng)
+    with np.errstate(invalid="ignore", over="ignore"):
+        together = fn(x)
+        alone = np.stack([fn(x[i]) for i in range(rows)])
+    # Exact: the same kernels on the same row, NaN where the row has NaN.
+    npt.assert_array_equal(together, alone)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_batched_rows_are_bitwise_identical_on_one_and_two_threads(backend, name, rng):
+    fn = FUNCTIONS[name]
+    x = rng.normal(0, 3, size=(4099, 200)).astype(np.float32)
+    # Exact: batches are fixed by row index.
+    npt.assert_array_equal(fn(x, threads=1), fn(x, threads=2))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_batched_rows_in_place(backend, name, rng):
+    fn = FUNCTIONS[name]
+    x = rng.normal(0, 3, size=(13, 300)).astype(np.float32)
+    expected = fn(x)
+    y = x.copy()
+    fn(y, out=y)
+    # Exact: the same computation, the output written over its input row by row.
+    npt.assert_array_equal(y, expected)
