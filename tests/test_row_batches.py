@@ -1,4 +1,5 @@
-"""Rows of more than 64 entries and up to 16 KB go through the kernels in batches of 8:
+"""Rows of more than 64 entries and up to 16 KB go through the kernels in batches of 8 (softmax,
+log_softmax, logsumexp, cross_entropy):
 the first passes of every row of a batch, then what closes each (the normaliser, the
 logarithm, the output pass). Each row must come out exactly as it does alone (a single row is
 never batched), whatever its place in a batch, the rows around it, the thread count and the
@@ -70,3 +71,26 @@ def test_batched_rows_in_place(backend, name, rng):
     fn(y, out=y)
     # Exact: the same computation, the output written over its input row by row.
     npt.assert_array_equal(y, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [65, 257, 4096, 4097])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"weight": True}, {"probabilities": True}])
+def test_cross_entropy_of_each_row_of_a_batch_is_bitwise_the_row_taken_alone(backend, dtype, n, options, rng):
+    rows = 21
+    x = _specials(rng.normal(0, 3, size=(rows, n)).astype(dtype), rng)
+    kw = {"reduction": "none", "return_grad": True}
+    if options.get("probabilities"):
+        t = rng.dirichlet(np.ones(n), size=rows).astype(dtype)
+    else:
+        t = rng.integers(0, n, size=rows)
+        t[6] = -100  # an ignored row inside a batch
+        kw["label_smoothing"] = options.get("label_smoothing", 0.0)
+        if options.get("weight"):
+            kw["weight"] = rng.uniform(0.5, 2, size=n).astype(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        loss, grad = fs.cross_entropy(x, t, **kw)
+        alone = [fs.cross_entropy(x[i : i + 1], t[i : i + 1], **kw) for i in range(rows)]
+    # Exact: the same kernels on the same row (a batch of one row), NaN where the row has NaN.
+    npt.assert_array_equal(loss, np.concatenate([a[0] for a in alone]))
+    npt.assert_array_equal(grad, np.concatenate([a[1] for a in alone]))
