@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import operator
 import os
 import warnings
@@ -42,8 +43,6 @@ _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _cgroup_cpu_limit() -> Optional[int]:
     """The CPU quota of this process's cgroup (v2 cpu.max or v1 cfs files), rounded up."""
-    import math
-
     try:
         with open("/sys/fs/cgroup/cpu.max") as f:
             quota, period = f.read().split()[:2]
@@ -202,7 +201,9 @@ def _as_real_array(x: Any, name: str) -> np.ndarray:
 
 
 def _is_bfloat16(dtype: np.dtype) -> bool:
-    return dtype.name == "bfloat16" and dtype.itemsize == 2  # ml_dtypes.bfloat16
+    # ml_dtypes.bfloat16 (a NumPy extension type, kind "V"); the name last, as NumPy works it
+    # out in Python on every access.
+    return dtype.kind == "V" and dtype.itemsize == 2 and dtype.name == "bfloat16"
 
 
 def _half_format(dtype: np.dtype) -> Optional[bool]:
@@ -238,7 +239,7 @@ def _check_beta(beta: Any) -> float:
         b = float(beta)
     except (TypeError, ValueError):
         raise TypeError(f"beta must be a real number, got {type(beta).__name__}") from None
-    if np.isnan(b):
+    if math.isnan(b):
         raise ValueError("beta must not be NaN")
     return b
 
@@ -281,9 +282,9 @@ def _check_out(out: Any, shape: tuple, dtype: np.dtype, inputs: tuple) -> Option
     if not out.flags.writeable:
         raise ValueError("out must be writeable")
     for a in inputs:
-        if _same_view(a, out):
+        if not np.may_share_memory(a, out) or _same_view(a, out):
             continue
-        if np.may_share_memory(a, out) and np.shares_memory(a, out, max_work=10**6):
+        if np.shares_memory(a, out, max_work=10**6):
             raise ValueError("out overlaps an input partly; pass the input itself (in place) or a separate array")
     return out
 
@@ -309,11 +310,18 @@ def _kernel_view(arrays: tuple, axis: int, dtype: np.dtype):
     return tuple(_c_aligned(a, dtype) for a in arrays), axis, False
 
 
+def _axis_last(a: np.ndarray, axis: int) -> np.ndarray:
+    """``a`` with ``axis`` moved to the end (a view; ``a`` itself when it is there already)."""
+    return a if axis == a.ndim - 1 else np.moveaxis(a, axis, -1)
+
+
 def _converted(a: np.ndarray, dtype: Any, requirements: tuple = ()) -> np.ndarray:
     """``a`` in ``dtype`` (a copy only when needed). A value beyond the range of a narrower
     ``dtype`` becomes +-inf there, its correctly rounded value, without NumPy's overflow warning."""
     if a.dtype == dtype:
-        return np.require(a, requirements=requirements) if requirements else a
+        if not requirements or (requirements == ("C", "A") and a.flags.c_contiguous and a.flags.aligned):
+            return a  # the common case, without np.require's own checks
+        return np.require(a, requirements=requirements)
     with np.errstate(over="ignore"):
         return np.require(a, dtype=dtype, requirements=requirements)
 
@@ -370,7 +378,7 @@ def _forward(
         return _deliver(res, out, dtype)
     sel = _check_where(where, arr.shape)
     work_dtype = _compute_dtype(dtype)
-    if np.isinf(beta):
+    if math.isinf(beta):
         return _deliver(_limit_forward(_converted(arr, work_dtype), ax, beta, log, sel), out, dtype)
     half = _half_format(arr.dtype)
     if half is not None and not _use_numpy and dtype in (arr.dtype, np.dtype(np.float32)):
@@ -456,7 +464,7 @@ def _logsumexp(
         sel = _check_where(where, arr.shape)
     out = _check_out(out, shape, dtype, (arr,))
     work_dtype = _compute_dtype(dtype)
-    if np.isinf(beta):
+    if math.isinf(beta):
         raise ValueError("beta must be finite for logsumexp")
     if _use_numpy or work_dtype not in _KERNEL_DTYPES:
         wd = np.promote_types(work_dtype, np.float32)
@@ -804,7 +812,7 @@ def cross_entropy(
     elif t.dtype.kind == "f" or _is_bfloat16(t.dtype):
         if t.shape != x.shape:
             raise ValueError(f"probability targets must have the logits' shape {x.shape}, got {t.shape}")
-        t_rows = _c_aligned(np.moveaxis(t, ax, -1).reshape(-1, classes), work_dtype)
+        t_rows = _c_aligned(_axis_last(t, ax).reshape(-1, classes), work_dtype)
         probabilities = True
     else:
         raise TypeError(f"target must hold integer class indices or floating probabilities, got dtype {t.dtype}")
@@ -818,7 +826,7 @@ def cross_entropy(
 
     half = None if _use_numpy else _half_format(x.dtype)
     # 16-bit logits stay in their format (widened in registers); others in the compute dtype.
-    x_rows = _c_aligned(np.moveaxis(x, ax, -1).reshape(-1, classes), x.dtype if half is not None else work_dtype)
+    x_rows = _c_aligned(_axis_last(x, ax).reshape(-1, classes), x.dtype if half is not None else work_dtype)
     rows = x_rows.shape[0]
     if probabilities:
         total = float(rows)
@@ -862,4 +870,4 @@ def cross_entropy(
     if not return_grad:
         return loss
     moved = x.shape[:ax] + x.shape[ax + 1 :] + (classes,)
-    return loss, _converted(np.moveaxis(grad.reshape(moved), -1, ax), dtype)
+    return loss, _converted(grad.reshape(moved) if ax == x.ndim - 1 else np.moveaxis(grad.reshape(moved), -1, ax), dtype)
