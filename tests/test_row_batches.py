@@ -1,9 +1,8 @@
-"""Rows of more than 64 entries and up to 16 KB go through the kernels in batches of 8 (softmax,
-log_softmax, logsumexp, cross_entropy):
-the first passes of every row of a batch, then what closes each (the normaliser, the
-logarithm, the output pass). Each row must come out exactly as it does alone (a single row is
-never batched), whatever its place in a batch, the rows around it, the thread count and the
-remainder of rows past the last whole batch.
+"""Rows of more than 64 entries and up to 16 KB go through the kernels in batches of 8
+(softmax, log_softmax, logsumexp, cross_entropy): the first passes of every row of a batch,
+then what closes each (the normaliser, the logarithm, the output pass). Each row must come out
+exactly as it does alone (a single row is never batched), whatever its place in a batch, the
+rows around it, the thread count and the remainder of rows past the last whole batch.
 """
 
 import numpy as np
