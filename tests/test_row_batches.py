@@ -62,6 +62,25 @@ def test_batched_rows_are_bitwise_identical_on_one_and_two_threads(backend, name
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("n", [65, 256, 257, 4097])
+def test_16_bit_rows_into_float32_are_bitwise_the_row_taken_alone(backend, name, n, rng):
+    fn = FUNCTIONS[name]
+    formats = [np.float16]
+    try:
+        import ml_dtypes
+
+        formats.append(ml_dtypes.bfloat16)
+    except ImportError:
+        pass
+    for fmt in formats:
+        x = rng.normal(0, 3, size=(21, n)).astype(fmt)
+        together = fn(x, dtype=np.float32)
+        alone = np.stack([fn(x[i], dtype=np.float32) for i in range(x.shape[0])])
+        # Exact: the same kernels on the same row.
+        npt.assert_array_equal(together, alone)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_batched_rows_in_place(backend, name, rng):
     fn = FUNCTIONS[name]
     x = rng.normal(0, 3, size=(13, 300)).astype(np.float32)
