@@ -310,18 +310,16 @@ def _kernel_view(arrays: tuple, axis: int, dtype: np.dtype):
     return tuple(_c_aligned(a, dtype) for a in arrays), axis, False
 
 
-def _axis_last(a: np.ndarray, axis: int) -> np.ndarray:
-    """``a`` with ``axis`` moved to the end (a view; ``a`` itself when it is there already)."""
-    return a if axis == a.ndim - 1 else np.moveaxis(a, axis, -1)
+def _moved(a: np.ndarray, source: int, destination: int) -> np.ndarray:
+    """np.moveaxis (a view), or ``a`` itself when the axis is already in place."""
+    return a if source % a.ndim == destination % a.ndim else np.moveaxis(a, source, destination)
 
 
 def _converted(a: np.ndarray, dtype: Any, requirements: tuple = ()) -> np.ndarray:
     """``a`` in ``dtype`` (a copy only when needed). A value beyond the range of a narrower
     ``dtype`` becomes +-inf there, its correctly rounded value, without NumPy's overflow warning."""
     if a.dtype == dtype:
-        if not requirements or (requirements == ("C", "A") and a.flags.c_contiguous and a.flags.aligned):
-            return a  # the common case, without np.require's own checks
-        return np.require(a, requirements=requirements)
+        return np.require(a, requirements=requirements) if requirements else a
     with np.errstate(over="ignore"):
         return np.require(a, dtype=dtype, requirements=requirements)
 
@@ -329,6 +327,8 @@ def _converted(a: np.ndarray, dtype: Any, requirements: tuple = ()) -> np.ndarra
 def _c_aligned(a: np.ndarray, dtype: Any) -> np.ndarray:
     """C-contiguous and aligned in ``dtype`` (a copy only when needed): the kernels load whole
     elements."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned:
+        return a  # the common case, without np.require's own checks
     return _converted(a, dtype, ("C", "A"))
 
 
@@ -812,7 +812,7 @@ def cross_entropy(
     elif t.dtype.kind == "f" or _is_bfloat16(t.dtype):
         if t.shape != x.shape:
             raise ValueError(f"probability targets must have the logits' shape {x.shape}, got {t.shape}")
-        t_rows = _c_aligned(_axis_last(t, ax).reshape(-1, classes), work_dtype)
+        t_rows = _c_aligned(_moved(t, ax, -1).reshape(-1, classes), work_dtype)
         probabilities = True
     else:
         raise TypeError(f"target must hold integer class indices or floating probabilities, got dtype {t.dtype}")
@@ -826,7 +826,7 @@ def cross_entropy(
 
     half = None if _use_numpy else _half_format(x.dtype)
     # 16-bit logits stay in their format (widened in registers); others in the compute dtype.
-    x_rows = _c_aligned(_axis_last(x, ax).reshape(-1, classes), x.dtype if half is not None else work_dtype)
+    x_rows = _c_aligned(_moved(x, ax, -1).reshape(-1, classes), x.dtype if half is not None else work_dtype)
     rows = x_rows.shape[0]
     if probabilities:
         total = float(rows)
@@ -870,4 +870,4 @@ def cross_entropy(
     if not return_grad:
         return loss
     moved = x.shape[:ax] + x.shape[ax + 1 :] + (classes,)
-    return loss, _converted(grad.reshape(moved) if ax == x.ndim - 1 else np.moveaxis(grad.reshape(moved), -1, ax), dtype)
+    return loss, _converted(_moved(grad.reshape(moved), -1, ax), dtype)
