@@ -1000,6 +1000,23 @@ def test_log_softmax_backward_with_overflowing_grad_sum_stays_finite(backend_nam
 
 
 @pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
+@pytest.mark.parametrize("lanes", [1, 4, 8, 16])
+def test_log_softmax_backward_sum_of_two_huge_entries_one_vector_apart(backend_name, lanes):
+    # The row sum adds entries i and i + W (W lanes) in float32 before the wide accumulator:
+    # -3.4e38 twice overflows there although the exact gradient is finite (see above).
+    grad = np.zeros(40, np.float32)
+    grad[0] = grad[lanes] = np.float32(-3.4e38)
+    y = np.full(40, -np.inf, np.float32)
+    y[0] = 0.0  # log_softmax of [0, -inf, ...]
+    with _api.use_backend("numpy"):
+        expected = fs.log_softmax_backward(grad, y)
+    assert expected[0] == np.float32(3.4e38) and expected[lanes] == np.float32(-3.4e38)
+    with _api.use_backend(backend_name):
+        actual = fs.log_softmax_backward(grad, y)
+    np.testing.assert_array_equal(actual, expected)  # exact: one rounding of g - e^y * sum
+
+
+@pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
 @pytest.mark.parametrize("axis", [-1, 0])
 def test_softmax_backward_with_overflowing_product_sum_stays_finite(backend_name, axis):
     # sum(grad * y) = 4.5e38 (y need not be a softmax output): beyond float32, the gradient
