@@ -133,6 +133,17 @@ struct VF {
     static R gather(const T* p, const int32_t* idx) {
         return _mm256_i32gather_ps(p, _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), 4);
     }
+    // Pairs of floats as 64-bit elements: lanes 2k and 2k + 1 from p[idx[k]], p[idx[k] + 1].
+    static R gather_pairs(const T* p, const int32_t* idx) {
+        return _mm256_castpd_ps(
+            _mm256_i32gather_pd(reinterpret_cast<const double*>(p), _mm_load_si128(reinterpret_cast<const __m128i*>(idx)), 4));
+    }
+    static M even_lanes() { return _mm256_castsi256_ps(_mm256_setr_epi32(-1, 0, -1, 0, -1, 0, -1, 0)); }
+    static R pair_max(R a) { return _mm256_max_ps(a, _mm256_permute_ps(a, 0xb1)); }  // each lane pair's maximum
+    static void acc_pair_sums(Acc& a) {  // each lane pair's sum, in both lanes
+        a.lo = _mm256_add_pd(a.lo, _mm256_permute_pd(a.lo, 0x5));
+        a.hi = _mm256_add_pd(a.hi, _mm256_permute_pd(a.hi, 0x5));
+    }
     // Lanes 0-3 from lo and 4-7 from hi, rounded to float (the layout of Acc).
     static R narrow2(__m256d lo, __m256d hi) {
         return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
@@ -222,6 +233,9 @@ struct VD {
         return _mm256_i32gather_pd(p, _mm_load_si128(reinterpret_cast<const __m128i*>(idx)), 8);
     }
     static R div(R a, R b) { return _mm256_div_pd(a, b); }
+    // 1 / a within 2^-12 for a in float's normal range (quotient refines it).
+    static R recip_estimate(R a) { return _mm256_cvtps_pd(_mm_rcp_ps(_mm256_cvtpd_ps(a))); }
+    static constexpr int newton_steps = 2;
     // s = 2^k r with r in [sqrt(1/2), sqrt(2)), for finite s > 0 (NaN: see log_pos).
     static R split_exp(R s, R& k) {
         const __m256i bits = _mm256_castpd_si256(s);

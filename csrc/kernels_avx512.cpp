@@ -92,6 +92,16 @@ struct VF {
     static R gather(const T* p, const int32_t* idx) {
         return _mm512_i32gather_ps(_mm512_load_si512(idx), p, 4);
     }
+    // Pairs of floats as 64-bit elements: lanes 2k and 2k + 1 from p[idx[k]], p[idx[k] + 1].
+    static R gather_pairs(const T* p, const int32_t* idx) {
+        return _mm512_castpd_ps(_mm512_i32gather_pd(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), p, 4));
+    }
+    static M even_lanes() { return M(0x5555); }
+    static R pair_max(R a) { return _mm512_max_ps(a, _mm512_permute_ps(a, 0xb1)); }  // each lane pair's maximum
+    static void acc_pair_sums(Acc& a) {  // each lane pair's sum, in both lanes
+        a.lo = _mm512_add_pd(a.lo, _mm512_permute_pd(a.lo, 0x55));
+        a.hi = _mm512_add_pd(a.hi, _mm512_permute_pd(a.hi, 0x55));
+    }
     // Lanes 0-7 from lo and 8-15 from hi, rounded to float (the layout of Acc).
     static R narrow2(__m512d lo, __m512d hi) {
         return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
@@ -160,6 +170,9 @@ struct VD {
         return _mm512_i32gather_pd(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), p, 8);
     }
     static R div(R a, R b) { return _mm512_div_pd(a, b); }
+    // 1 / a within 2^-14 (quotient refines it).
+    static R recip_estimate(R a) { return _mm512_rcp14_pd(a); }
+    static constexpr int newton_steps = 1;
     // s = 2^k r with r in [sqrt(1/2), sqrt(2)), for s > 0.
     static R split_exp(R s, R& k) {
         R r = _mm512_getmant_pd(s, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_src);

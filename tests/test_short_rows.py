@@ -1,6 +1,8 @@
 """Many short rows (2 to 64 entries): the kernels take W rows at a time, one row per vector
-lane. These tests use enough rows to fill whole groups plus a remainder taken row by row, on
-every backend, and put special rows (NaN, +inf, only -inf, huge values) inside a group.
+lane, or (float forward passes, rows of 16 entries or more for softmax, 24 for log_softmax and
+logsumexp) W / 2 rows, one per pair of lanes, the last pair of an odd row repeating an entry.
+These tests use enough rows to fill whole groups plus a remainder taken row by row, on every
+backend, and put special rows (NaN, +inf, only -inf, huge values) inside a group.
 
 References: float64 NumPy for float32 inputs and np.longdouble for float64 inputs; special
 rows against the NumPy backend.
@@ -15,8 +17,8 @@ from fastsoftmax import _api
 
 # Every row length of the grouped path and both sides of its limits.
 ROW_LENGTHS = list(range(1, 18)) + [31, 32, 33, 40, 63, 64, 65]
-# 16 float32 lanes (AVX-512) divide 48 and leave 5 rows for the row path; 5 rows alone never
-# fill a group.
+# 53 rows: 3 groups of 16 (AVX-512, float32) or 6 of 8 (pairs) and 5 rows for the row path;
+# 5 rows alone never fill a group of 8 or more.
 ROW_COUNTS = [5, 53]
 
 
@@ -96,7 +98,7 @@ SPECIAL_ROWS = {
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [2, 10, 64])
+@pytest.mark.parametrize("n", [2, 10, 17, 33, 64])
 @pytest.mark.parametrize("special", sorted(SPECIAL_ROWS))
 def test_special_rows_inside_a_group_match_the_numpy_backend(backend, dtype, n, special, rng):
     x = rng.normal(0, 2, size=(37, n))
@@ -117,8 +119,9 @@ def test_special_rows_inside_a_group_match_the_numpy_backend(backend, dtype, n, 
 
 
 @pytest.mark.parametrize("beta", [0.0, -1.5, 7.0])
-def test_beta_on_many_short_rows(backend, beta, rng):
-    x = rng.normal(0, 1, size=(40, 12)).astype(np.float32)
+@pytest.mark.parametrize("n", [12, 33])
+def test_beta_on_many_short_rows(backend, beta, n, rng):
+    x = rng.normal(0, 1, size=(40, n)).astype(np.float32)
     z = np.float32(beta) * x  # beta * x is rounded in the dtype, as documented
     ref = _ref_softmax(z)
     # Tolerance: 2 ULP.
@@ -129,16 +132,18 @@ def test_beta_on_many_short_rows(backend, beta, rng):
 
 
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
-def test_many_short_rows_are_bitwise_identical_on_one_and_two_threads(backend, fn, rng):
-    x = rng.normal(0, 3, size=(65536 + 7, 10)).astype(np.float32)
+@pytest.mark.parametrize("n", [10, 33])
+def test_many_short_rows_are_bitwise_identical_on_one_and_two_threads(backend, fn, n, rng):
+    x = rng.normal(0, 3, size=(640 * 1024 // n + 7, n)).astype(np.float32)
     one = getattr(fs, fn)(x, threads=1)
     two = getattr(fs, fn)(x, threads=2)
     # Exact: the grouping of rows does not depend on the number of threads.
     npt.assert_array_equal(one, two)
 
 
-def test_short_rows_in_place(backend, rng):
-    x = rng.normal(0, 3, size=(50, 7)).astype(np.float32)
+@pytest.mark.parametrize("n", [7, 33])
+def test_short_rows_in_place(backend, n, rng):
+    x = rng.normal(0, 3, size=(50, n)).astype(np.float32)
     ref = _ref_softmax(x)
     fs.softmax(x, out=x)
     # Tolerance: 2 ULP.
