@@ -133,6 +133,9 @@ struct VF {
     static R gather(const T* p, const int32_t* idx) {
         return _mm256_i32gather_ps(p, _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), 4);
     }
+    static R permute(R v, const int32_t* idx) {  // v[idx[i]]
+        return _mm256_permutevar8x32_ps(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)));
+    }
     // Pairs of floats as 64-bit elements: lanes 2k and 2k + 1 from p[idx[k]], p[idx[k] + 1].
     static R gather_pairs(const T* p, const int32_t* idx) {
         return _mm256_castpd_ps(
@@ -231,6 +234,11 @@ struct VD {
     }
     static R gather(const T* p, const int32_t* idx) {
         return _mm256_i32gather_pd(p, _mm_load_si128(reinterpret_cast<const __m128i*>(idx)), 8);
+    }
+    static R permute(R v, const int32_t* idx) {  // v[idx[i]]: the float lanes 2 idx[i] and 2 idx[i] + 1
+        const __m256i k2 = _mm256_slli_epi64(_mm256_cvtepu32_epi64(_mm_load_si128(reinterpret_cast<const __m128i*>(idx))), 1);
+        const __m256i lanes = _mm256_or_si256(k2, _mm256_slli_epi64(_mm256_add_epi64(k2, _mm256_set1_epi64x(1)), 32));
+        return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), lanes));
     }
     static R div(R a, R b) { return _mm256_div_pd(a, b); }
     // 1 / a within 2^-12 for a in float's normal range (quotient refines it).

@@ -92,6 +92,7 @@ struct VF {
     static R gather(const T* p, const int32_t* idx) {
         return _mm512_i32gather_ps(_mm512_load_si512(idx), p, 4);
     }
+    static R permute(R v, const int32_t* idx) { return _mm512_permutexvar_ps(_mm512_load_si512(idx), v); }  // v[idx[i]]
     // Pairs of floats as 64-bit elements: lanes 2k and 2k + 1 from p[idx[k]], p[idx[k] + 1].
     static R gather_pairs(const T* p, const int32_t* idx) {
         return _mm512_castpd_ps(_mm512_i32gather_pd(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), p, 4));
@@ -168,6 +169,9 @@ struct VD {
     static bool finite(R a) { return _mm512_fpclass_pd_mask(a, 0x99) == 0; }
     static R gather(const T* p, const int32_t* idx) {
         return _mm512_i32gather_pd(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), p, 8);
+    }
+    static R permute(R v, const int32_t* idx) {  // v[idx[i]]
+        return _mm512_permutexvar_pd(_mm512_cvtepu32_epi64(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx))), v);
     }
     static R div(R a, R b) { return _mm512_div_pd(a, b); }
     // 1 / a within 2^-14 (quotient refines it).
