@@ -203,6 +203,18 @@ def test_target_out_of_range_raises_value_error_naming_target(bad):
         fs.cross_entropy(logits, target)
 
 
+@pytest.mark.parametrize("ignore_index", [-100, 2])
+@pytest.mark.parametrize("bad", [C, -1, -101])
+def test_target_out_of_range_beside_ignored_ones_raises_value_error(ignore_index, bad):
+    # Ignored targets in the same array (outside the classes or a class) excuse only themselves.
+    logits = np.zeros((4, C))
+    with pytest.raises(ValueError, match=f"got {bad}"):
+        fs.cross_entropy(logits, np.array([0, ignore_index, bad, 1]), ignore_index=ignore_index)
+    loss = fs.cross_entropy(logits, np.array([0, ignore_index, 3, 1]), ignore_index=ignore_index, reduction="none")
+    # Exact: uniform logits give log(C) per counted sample, 0 for the ignored one.
+    npt.assert_allclose(loss, [np.log(C), 0.0, np.log(C), np.log(C)], rtol=1e-15, atol=0)
+
+
 @pytest.mark.parametrize(
     "target",
     [

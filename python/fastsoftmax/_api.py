@@ -801,13 +801,19 @@ def cross_entropy(
         if t.shape != sample_shape:
             raise ValueError(f"class targets must have shape {sample_shape} (the logits' without axis), got {t.shape}")
         t_rows = _c_aligned(t.reshape(-1), np.int64)
-        ignored = t_rows == int(ignore_index)
-        bad = ~ignored & ((t_rows < 0) | (t_rows >= classes))
-        if bad.any():
-            raise ValueError(
-                f"target values must be in [0, {classes}) or equal ignore_index={ignore_index}, "
-                f"got {int(t_rows[bad][0])}"
-            )
+        ignored = None  # no target ignored
+        lo, hi = (int(t_rows.min()), int(t_rows.max())) if t_rows.size else (0, -1)
+        if lo <= int(ignore_index) <= hi:
+            ignored = t_rows == int(ignore_index)
+        if lo < 0 or hi >= classes:  # some target is not a class: allowed only if ignored
+            bad = (t_rows < 0) | (t_rows >= classes)
+            if ignored is not None:
+                bad &= ~ignored
+            if bad.any():
+                raise ValueError(
+                    f"target values must be in [0, {classes}) or equal ignore_index={ignore_index}, "
+                    f"got {int(t_rows[bad][0])}"
+                )
         probabilities = False
     elif t.dtype.kind == "f" or _is_bfloat16(t.dtype):
         if t.shape != x.shape:
@@ -831,7 +837,7 @@ def cross_entropy(
     if probabilities:
         total = float(rows)
     else:
-        valid = t_rows[~ignored]
+        valid = t_rows if ignored is None else t_rows[~ignored]
         total = float(w.astype(np.float64)[valid].sum()) if w is not None else float(valid.size)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = 1.0 / np.float64(total) if reduction == "mean" else 1.0
@@ -856,7 +862,8 @@ def cross_entropy(
                 nll, smooth, None if grad is None else grad.view(np.uint16), nthreads,
             )
 
-    per_sample = nll if probabilities else (1 - eps) * nll + (eps / classes) * (smooth if smoothed else 0.0)
+    # (+ 0.0: a loss of -0.0 is reported as 0.0, as the smoothed formula gives it)
+    per_sample = nll if probabilities else nll + 0.0 if not smoothed else (1 - eps) * nll + (eps / classes) * smooth
     if reduction == "none":
         loss: Any = _converted(np.asarray(per_sample).reshape(sample_shape), dtype)
     else:
