@@ -143,9 +143,23 @@ struct VF {
     }
     static M even_lanes() { return _mm256_castsi256_ps(_mm256_setr_epi32(-1, 0, -1, 0, -1, 0, -1, 0)); }
     static R pair_max(R a) { return _mm256_max_ps(a, _mm256_permute_ps(a, 0xb1)); }  // each lane pair's maximum
-    static void acc_pair_sums(Acc& a) {  // each lane pair's sum, in both lanes
-        a.lo = _mm256_add_pd(a.lo, _mm256_permute_pd(a.lo, 0x5));
-        a.hi = _mm256_add_pd(a.hi, _mm256_permute_pd(a.hi, 0x5));
+    // Lanes 2k of a, then lanes 2k of b; and back: lane i from lane 4 half + i / 2.
+    static R pairs_compact(R a, R b) {
+        const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        return _mm256_blend_ps(_mm256_permutevar8x32_ps(a, even), _mm256_permutevar8x32_ps(b, even), 0xf0);
+    }
+    static R pairs_expand(R v, int half) {
+        const __m256i k = _mm256_add_epi32(_mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), _mm256_set1_epi32(4 * half));
+        return _mm256_permutevar8x32_ps(v, k);
+    }
+    // The sums of each lane pair of a, then of b (the layout of pairs_compact).
+    static Acc acc_pairs_compact(const Acc& a, const Acc& b) {
+        auto rows = [](const Acc& x) {
+            const __m256d lo = _mm256_add_pd(x.lo, _mm256_permute_pd(x.lo, 0x5));
+            const __m256d hi = _mm256_add_pd(x.hi, _mm256_permute_pd(x.hi, 0x5));
+            return _mm256_permute4x64_pd(_mm256_unpacklo_pd(lo, hi), 0xd8);  // lo0, lo2, hi0, hi2
+        };
+        return {rows(a), rows(b)};
     }
     // Lanes 0-3 from lo and 4-7 from hi, rounded to float (the layout of Acc).
     static R narrow2(__m256d lo, __m256d hi) {

@@ -99,9 +99,23 @@ struct VF {
     }
     static M even_lanes() { return M(0x5555); }
     static R pair_max(R a) { return _mm512_max_ps(a, _mm512_permute_ps(a, 0xb1)); }  // each lane pair's maximum
-    static void acc_pair_sums(Acc& a) {  // each lane pair's sum, in both lanes
-        a.lo = _mm512_add_pd(a.lo, _mm512_permute_pd(a.lo, 0x55));
-        a.hi = _mm512_add_pd(a.hi, _mm512_permute_pd(a.hi, 0x55));
+    // Lanes 2k of a, then lanes 2k of b; and back: lane i from lane 8 half + i / 2.
+    static R pairs_compact(R a, R b) {
+        return _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+    }
+    static R pairs_expand(R v, int half) {
+        const __m512i k = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 1);
+        return _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(8 * half)), v);
+    }
+    // The sums of each lane pair of a, then of b (the layout of pairs_compact).
+    static Acc acc_pairs_compact(const Acc& a, const Acc& b) {
+        const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+        auto rows = [&](const Acc& x) {
+            const __m512d lo = _mm512_add_pd(x.lo, _mm512_permute_pd(x.lo, 0x55));
+            const __m512d hi = _mm512_add_pd(x.hi, _mm512_permute_pd(x.hi, 0x55));
+            return _mm512_permutex2var_pd(lo, even, hi);
+        };
+        return {rows(a), rows(b)};
     }
     // Lanes 0-7 from lo and 8-15 from hi, rounded to float (the layout of Acc).
     static R narrow2(__m512d lo, __m512d hi) {

@@ -1,6 +1,7 @@
 """Many short rows (2 to 64 entries): the kernels take W rows at a time, one row per vector
-lane, or (float forward passes, rows of 16 entries or more for softmax, 24 for log_softmax and
-logsumexp) W / 2 rows, one per pair of lanes, the last pair of an odd row repeating an entry.
+lane, or (float forward passes, rows of an even number of entries from 6 and of any number
+from 17) in two halves of W / 2 rows, one row per pair of lanes, the last pair of an odd row
+repeating an entry.
 These tests use enough rows to fill whole groups plus a remainder taken row by row, on every
 backend, and put special rows (NaN, +inf, only -inf, huge values) inside a group.
 
@@ -17,8 +18,8 @@ from fastsoftmax import _api
 
 # Every row length of the grouped path and both sides of its limits.
 ROW_LENGTHS = list(range(1, 18)) + [31, 32, 33, 40, 63, 64, 65]
-# 53 rows: 3 groups of 16 (AVX-512, float32) or 6 of 8 (pairs) and 5 rows for the row path;
-# 5 rows alone never fill a group of 8 or more.
+# 16 float32 lanes (AVX-512) divide 48 and leave 5 rows for the row path; 5 rows alone never
+# fill a group.
 ROW_COUNTS = [5, 53]
 
 
@@ -102,7 +103,9 @@ SPECIAL_ROWS = {
 @pytest.mark.parametrize("special", sorted(SPECIAL_ROWS))
 def test_special_rows_inside_a_group_match_the_numpy_backend(backend, dtype, n, special, rng):
     x = rng.normal(0, 2, size=(37, n))
-    for r in (0, 6, 17):  # in the first group, mid-group, and in the second group
+    # AVX-512 float32 groups of 16 rows: the first group's first half, the second group's second
+    # half, and the rows past the last group (the row path).
+    for r in (0, 6, 26, 33):
         x[r] = SPECIAL_ROWS[special](n)
     x = x.astype(dtype)
     with _api.use_backend("numpy"):
