@@ -136,31 +136,6 @@ struct VF {
     static R permute(R v, const int32_t* idx) {  // v[idx[i]]
         return _mm256_permutevar8x32_ps(v, _mm256_load_si256(reinterpret_cast<const __m256i*>(idx)));
     }
-    // Pairs of floats as 64-bit elements: lanes 2k and 2k + 1 from p[idx[k]], p[idx[k] + 1].
-    static R gather_pairs(const T* p, const int32_t* idx) {
-        return _mm256_castpd_ps(
-            _mm256_i32gather_pd(reinterpret_cast<const double*>(p), _mm_load_si128(reinterpret_cast<const __m128i*>(idx)), 4));
-    }
-    static M even_lanes() { return _mm256_castsi256_ps(_mm256_setr_epi32(-1, 0, -1, 0, -1, 0, -1, 0)); }
-    static R pair_max(R a) { return _mm256_max_ps(a, _mm256_permute_ps(a, 0xb1)); }  // each lane pair's maximum
-    // Lanes 2k of a, then lanes 2k of b; and back: lane i from lane 4 half + i / 2.
-    static R pairs_compact(R a, R b) {
-        const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-        return _mm256_blend_ps(_mm256_permutevar8x32_ps(a, even), _mm256_permutevar8x32_ps(b, even), 0xf0);
-    }
-    static R pairs_expand(R v, int half) {
-        const __m256i k = _mm256_add_epi32(_mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), _mm256_set1_epi32(4 * half));
-        return _mm256_permutevar8x32_ps(v, k);
-    }
-    // The sums of each lane pair of a, then of b (the layout of pairs_compact).
-    static Acc acc_pairs_compact(const Acc& a, const Acc& b) {
-        auto rows = [](const Acc& x) {
-            const __m256d lo = _mm256_add_pd(x.lo, _mm256_permute_pd(x.lo, 0x5));
-            const __m256d hi = _mm256_add_pd(x.hi, _mm256_permute_pd(x.hi, 0x5));
-            return _mm256_permute4x64_pd(_mm256_unpacklo_pd(lo, hi), 0xd8);  // lo0, lo2, hi0, hi2
-        };
-        return {rows(a), rows(b)};
-    }
     // Lanes 0-3 from lo and 4-7 from hi, rounded to float (the layout of Acc).
     static R narrow2(__m256d lo, __m256d hi) {
         return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo)), _mm256_cvtpd_ps(hi), 1);
@@ -255,9 +230,9 @@ struct VD {
         return _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), lanes));
     }
     static R div(R a, R b) { return _mm256_div_pd(a, b); }
-    // 1 / a within 2^-12 for a in float's normal range (quotient refines it).
-    static R recip_estimate(R a) { return _mm256_cvtps_pd(_mm_rcp_ps(_mm256_cvtpd_ps(a))); }
-    static constexpr int newton_steps = 2;
+    // No reciprocal estimate in double here: quotient divides (converting through float's
+    // estimate and refining it measured slower than the 4-lane division).
+    static constexpr int newton_steps = -1;
     // s = 2^k r with r in [sqrt(1/2), sqrt(2)), for finite s > 0 (NaN: see log_pos).
     static R split_exp(R s, R& k) {
         const __m256i bits = _mm256_castpd_si256(s);
