@@ -1,0 +1,86 @@
+"""Softmax over a non-last axis whose lines are not a whole number of vectors (the inner size
+not a multiple of the lanes): the kernels take a slice in cache as one run of vectors, each
+vector holding several columns. Row counts, inner sizes (below, at and past a vector, and
+periods of several vectors), special columns, in place and threads, on every backend.
+
+References: float64 NumPy for float32 inputs, np.longdouble for float64 inputs; special
+columns against the NumPy backend.
+"""
+
+import numpy as np
+import numpy.testing as npt
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import _api
+
+INNER = [2, 3, 7, 15, 17, 24, 49, 100]
+
+
+def _ref(x, axis):
+    z = x.astype(np.longdouble if x.dtype == np.float64 else np.float64)
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _max_ulp(actual, ref, dtype):
+    normal = ref > np.finfo(dtype).tiny
+    err = np.abs(actual.astype(ref.dtype) - ref) / np.spacing(np.abs(ref.astype(dtype))).astype(ref.dtype)
+    return err[normal].max(), normal
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("inner", INNER)
+@pytest.mark.parametrize("n", [1, 5, 1000])
+def test_softmax_over_the_middle_axis_within_2_ulp(backend, dtype, inner, n, rng):
+    x = (rng.normal(0, 3, size=(3, n, inner)) + rng.normal(0, 20, size=(1, 1, inner))).astype(dtype)
+    y = fs.softmax(x, axis=1)
+    ref = _ref(x, 1)
+    worst, normal = _max_ulp(y, ref, dtype)
+    # Tolerance: 2 ULP of the dtype over outputs in the normal range (the accuracy target);
+    # below it, the smallest normal number absolutely.
+    assert worst <= 2.0
+    npt.assert_allclose(y[~normal], ref[~normal].astype(dtype), rtol=0, atol=np.finfo(dtype).tiny)
+
+
+SPECIAL_COLUMNS = {
+    "nan": lambda n: np.where(np.arange(n) == n // 2, np.nan, 0.5),
+    "only_minus_inf": lambda n: np.full(n, -np.inf),
+    "some_minus_inf": lambda n: np.where(np.arange(n) % 3 == 0, -np.inf, np.arange(n, dtype=float)),
+    "plus_inf": lambda n: np.where(np.arange(n) == 1, np.inf, 0.0),
+    "huge": lambda n: 3e4 + np.arange(n, dtype=float),  # beyond the direct reduction
+    "huge_negative": lambda n: -3e4 - np.arange(n, dtype=float),
+    "wide_range": lambda n: np.linspace(-200, 80, n),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("inner", [7, 49])
+@pytest.mark.parametrize("special", sorted(SPECIAL_COLUMNS))
+def test_special_columns_match_the_numpy_backend(backend, dtype, inner, special, rng):
+    x = rng.normal(0, 2, size=(2, 40, inner))
+    for col in (0, inner // 2, inner - 1):  # first, middle and last column of each line
+        x[1, :, col] = SPECIAL_COLUMNS[special](40)
+    x = x.astype(dtype)
+    with _api.use_backend("numpy"):
+        want = fs.softmax(x, axis=1)
+    got = fs.softmax(x, axis=1)
+    # Tolerance: 4 ULP relative plus the smallest normal number absolutely; NaN where NaN.
+    npt.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny, equal_nan=True)
+    npt.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+@pytest.mark.parametrize("inner", [7, 49])
+def test_in_place_over_the_middle_axis(backend, inner, rng):
+    x = rng.normal(0, 3, size=(4, 300, inner)).astype(np.float32)
+    ref = _ref(x, 1)
+    fs.softmax(x, axis=1, out=x)
+    # Tolerance: 2 ULP (as above).
+    assert _max_ulp(x, ref, np.float32)[0] <= 2.0
+
+
+@pytest.mark.parametrize("inner", [7, 49])
+def test_middle_axis_bitwise_identical_on_one_and_two_threads(backend, inner, rng):
+    x = rng.normal(0, 3, size=(64, 1000, inner)).astype(np.float32)
+    # Exact: each slice is taken whole by one thread.
+    npt.assert_array_equal(fs.softmax(x, axis=1, threads=1), fs.softmax(x, axis=1, threads=2))
