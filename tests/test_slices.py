@@ -1,6 +1,6 @@
-"""Softmax over a non-last axis whose lines are not a whole number of vectors (the inner size
-not a multiple of the lanes): the kernels take a slice in cache as one run of vectors, each
-vector holding several columns. Row counts, inner sizes (below, at and past a vector, and
+"""Softmax and its backward passes over a non-last axis whose lines are not a whole number of
+vectors (the inner size not a multiple of the lanes): the kernels take a slice as one run of
+vectors, each vector holding several columns. Row counts, inner sizes (below, at and past a vector, and
 periods of several vectors), special columns, in place and threads, on every backend.
 
 References: float64 NumPy for float32 inputs, np.longdouble for float64 inputs; special
@@ -10,6 +10,7 @@ columns against the NumPy backend.
 import numpy as np
 import numpy.testing as npt
 import pytest
+from conftest import assert_backward_matches_reference
 
 import fastsoftmax as fs
 from fastsoftmax import _api
@@ -84,3 +85,41 @@ def test_middle_axis_bitwise_identical_on_one_and_two_threads(backend, inner, rn
     x = rng.normal(0, 3, size=(64, 1000, inner)).astype(np.float32)
     # Exact: each slice is taken whole by one thread.
     npt.assert_array_equal(fs.softmax(x, axis=1, threads=1), fs.softmax(x, axis=1, threads=2))
+
+
+# ---------------------------------------------------------------------------------------
+# Backward passes over the middle axis (the same runs of vectors)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("inner", INNER)
+@pytest.mark.parametrize("n", [1, 5, 300])
+def test_softmax_backward_over_the_middle_axis_matches_reference(backend, dtype, inner, n, rng):
+    x = rng.normal(0, 3, size=(3, n, inner))
+    y = fs.softmax(x.astype(dtype), axis=1)
+    g = rng.normal(0, 1, size=x.shape).astype(dtype)
+    # Tolerance: the forward-error bound of conftest ((n + 4) eps times the terms' magnitude).
+    assert_backward_matches_reference(fs.softmax_backward(g, y, axis=1), g, y, axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("inner", [7, 49])
+def test_log_softmax_backward_over_the_middle_axis_matches_longdouble(backend, dtype, inner, rng):
+    x = rng.normal(0, 3, size=(2, 200, inner))
+    ly = fs.log_softmax(x.astype(dtype), axis=1)
+    g = rng.normal(0, 1, size=x.shape).astype(dtype)
+    gl, lyl = g.astype(np.longdouble), ly.astype(np.longdouble)
+    ref = gl - np.exp(lyl) * gl.sum(axis=1, keepdims=True)
+    got = fs.log_softmax_backward(g, ly, axis=1)
+    # Tolerance: (n + 4) eps times |g| + e^y sum |g| (a forward-error bound of the sum and the
+    # product), as for softmax_backward.
+    bound = (200 + 4) * np.finfo(dtype).eps * (np.abs(gl) + np.exp(lyl) * np.abs(gl).sum(axis=1, keepdims=True))
+    assert (np.abs(got.astype(np.longdouble) - ref) <= bound).all()
+
+
+@pytest.mark.parametrize("inner", [7, 49])
+def test_backward_over_the_middle_axis_bitwise_identical_on_one_and_two_threads(backend, inner, rng):
+    y = fs.softmax(rng.normal(0, 3, size=(64, 500, inner)).astype(np.float32), axis=1)
+    g = rng.normal(0, 1, size=y.shape).astype(np.float32)
+    # Exact: each slice is taken whole by one thread.
+    npt.assert_array_equal(fs.softmax_backward(g, y, axis=1, threads=1), fs.softmax_backward(g, y, axis=1, threads=2))
