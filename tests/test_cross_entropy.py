@@ -205,7 +205,7 @@ def test_target_out_of_range_raises_value_error_naming_target(bad):
 
 @pytest.mark.parametrize("ignore_index", [-100, 2])
 @pytest.mark.parametrize("bad", [C, -1, -101])
-def test_target_out_of_range_beside_ignored_ones_raises_value_error(ignore_index, bad):
+def test_target_out_of_range_beside_ignored_ones_raises_value_error(backend, ignore_index, bad):
     # Ignored targets in the same array (outside the classes or a class) excuse only themselves.
     logits = np.zeros((4, C))
     with pytest.raises(ValueError, match=f"got {bad}"):

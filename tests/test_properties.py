@@ -1000,7 +1000,7 @@ def test_log_softmax_backward_with_overflowing_grad_sum_stays_finite(backend_nam
 
 
 @pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
-@pytest.mark.parametrize("lanes", [1, 4, 8, 16])
+@pytest.mark.parametrize("lanes", [1, 8, 16])  # float32 lanes: scalar, AVX2, AVX-512
 def test_log_softmax_backward_sum_of_two_huge_entries_one_vector_apart(backend_name, lanes):
     # The row sum adds entries i and i + W (W lanes) in float32 before the wide accumulator:
     # -3.4e38 twice overflows there although the exact gradient is finite (see above).

@@ -95,6 +95,10 @@ SPECIAL_ROWS = {
     "huge": lambda n: 3e4 + np.arange(n, dtype=float),  # beyond the direct reduction
     "huge_negative": lambda n: -3e4 - np.arange(n, dtype=float),
     "wide_range": lambda n: np.linspace(-200, 80, n),
+    # Entry n - 2: the one an odd row in pairs reads twice.
+    "nan_at_n_minus_2": lambda n: np.where(np.arange(n) == n - 2, np.nan, 1.0),
+    "plus_inf_at_n_minus_2": lambda n: np.where(np.arange(n) == n - 2, np.inf, 1.0),
+    "max_at_n_minus_2": lambda n: np.where(np.arange(n) == n - 2, 9.0, 0.5),
 }
 
 
@@ -103,8 +107,8 @@ SPECIAL_ROWS = {
 @pytest.mark.parametrize("special", sorted(SPECIAL_ROWS))
 def test_special_rows_inside_a_group_match_the_numpy_backend(backend, dtype, n, special, rng):
     x = rng.normal(0, 2, size=(37, n))
-    # AVX-512 float32 groups of 16 rows: the first group's first half, the second group's second
-    # half, and the rows past the last group (the row path).
+    # AVX-512 float32 groups of 16 rows: the first group's first half (twice), the second
+    # group's second half (alone in its group), and the rows past the last group (the row path).
     for r in (0, 6, 26, 33):
         x[r] = SPECIAL_ROWS[special](n)
     x = x.astype(dtype)

@@ -15,7 +15,7 @@ from conftest import assert_backward_matches_reference
 import fastsoftmax as fs
 from fastsoftmax import _api
 
-INNER = [2, 3, 7, 15, 17, 24, 49, 100]
+INNER = [2, 3, 7, 15, 17, 24, 49, 100, 65]  # 65: a period of 65 vectors, past the run's tables
 
 
 def _ref(x, axis):
@@ -123,3 +123,11 @@ def test_backward_over_the_middle_axis_bitwise_identical_on_one_and_two_threads(
     g = rng.normal(0, 1, size=y.shape).astype(np.float32)
     # Exact: each slice is taken whole by one thread.
     npt.assert_array_equal(fs.softmax_backward(g, y, axis=1, threads=1), fs.softmax_backward(g, y, axis=1, threads=2))
+
+
+@pytest.mark.parametrize("beta", [0.0, -0.7, 3.0])
+def test_beta_over_the_middle_axis(backend, beta, rng):
+    x = rng.normal(0, 2, size=(3, 200, 49)).astype(np.float32)
+    z = np.float32(beta) * x  # beta * x is rounded in the dtype, as documented
+    # Tolerance: 2 ULP (as above).
+    assert _max_ulp(fs.softmax(x, axis=1, beta=beta), _ref(z, 1), np.float32)[0] <= 2.0
