@@ -367,6 +367,10 @@ def _forward(
     x: Any, axis: Any, beta: Any, out: Any, log: bool, dtype: Any = None, where: Any = None, threads: Any = None
 ) -> np.ndarray:
     nthreads = _threads(threads)
+    if where is None and dtype is None and type(x) is np.ndarray and not _use_numpy:
+        res = _core.forward_plain(x, axis, beta, out, log, nthreads)  # see _core.forward_plain
+        if res is not None:
+            return res
     arr = _as_real_array(x, "x")
     beta = _check_beta(beta)
     dtype = _check_dtype(dtype) or _result_dtype(arr.dtype)
@@ -420,6 +424,10 @@ def _backward(
     grad: Any, y: Any, axis: Any, beta: Any, out: Any, log: bool, where: Any = None, threads: Any = None
 ) -> np.ndarray:
     nthreads = _threads(threads)
+    if where is None and type(grad) is np.ndarray and type(y) is np.ndarray and not _use_numpy:
+        res = _core.backward_plain(grad, y, axis, beta, out, log, nthreads)
+        if res is not None:
+            return res
     g = _as_real_array(grad, "grad")
     s = _as_real_array(y, "y")
     if g.shape != s.shape:
@@ -449,6 +457,10 @@ def _logsumexp(
     x: Any, axis: Any, keepdims: bool, beta: Any, out: Any, where: Any = None, threads: Any = None
 ) -> np.ndarray:
     nthreads = _threads(threads)
+    if where is None and type(x) is np.ndarray and not _use_numpy:
+        res = _core.logsumexp_plain(x, axis, keepdims, beta, out, nthreads)
+        if res is not None:
+            return res
     arr = _as_real_array(x, "x")
     beta = _check_beta(beta)
     dtype = _result_dtype(arr.dtype)
