@@ -131,3 +131,84 @@ def test_beta_over_the_middle_axis(backend, beta, rng):
     z = np.float32(beta) * x  # beta * x is rounded in the dtype, as documented
     # Tolerance: 2 ULP (as above).
     assert _max_ulp(fs.softmax(x, axis=1, beta=beta), _ref(z, 1), np.float32)[0] <= 2.0
+
+
+# ---------------------------------------------------------------------------------------
+# log_softmax and logsumexp over the middle axis (the same runs of vectors for the column
+# statistics), and softmax of slices past the in-cache size (statistics, then the output)
+
+
+def _lse_ref(x, axis):
+    z = x.astype(np.longdouble)
+    m = z.max(axis=axis, keepdims=True)
+    return m + np.log(np.exp(z - m).sum(axis=axis, keepdims=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("inner", INNER)
+@pytest.mark.parametrize("n", [1, 5, 1000])
+def test_log_softmax_and_logsumexp_over_the_middle_axis(backend, dtype, inner, n, rng):
+    x = (rng.normal(0, 3, size=(3, n, inner)) + rng.normal(0, 20, size=(1, 1, inner))).astype(dtype)
+    lse = _lse_ref(x, 1)
+    ly = fs.log_softmax(x, axis=1)
+    ref = x.astype(np.longdouble) - lse
+    floor = 1e-7 if dtype == np.float32 else 1e-15
+    # Tolerance: max(2 ULP of the output, 1e-7 (float32) / 1e-15 (float64)) absolutely.
+    bound = np.maximum(2 * np.spacing(np.abs(ref).astype(dtype)).astype(np.longdouble), floor)
+    assert (np.abs(ly.astype(np.longdouble) - ref) <= bound).all()
+    got = fs.logsumexp(x, axis=1)
+    # Tolerance: 2 ULP of the result.
+    npt.assert_array_max_ulp(got, lse[:, 0, :].astype(dtype), maxulp=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("inner", [7, 49])
+@pytest.mark.parametrize("special", sorted(SPECIAL_COLUMNS))
+def test_special_columns_of_log_softmax_and_logsumexp_match_the_numpy_backend(backend, dtype, inner, special, rng):
+    x = rng.normal(0, 2, size=(2, 40, inner))
+    for col in (0, inner // 2, inner - 1):
+        x[1, :, col] = SPECIAL_COLUMNS[special](40)
+    x = x.astype(dtype)
+    with _api.use_backend("numpy"):
+        want_log, want_lse = fs.log_softmax(x, axis=1), fs.logsumexp(x, axis=1)
+    got_log, got_lse = fs.log_softmax(x, axis=1), fs.logsumexp(x, axis=1)
+    # Tolerance: 4 ULP relative plus 1e-7 (float32) / 1e-15 (float64) absolutely; specials
+    # (NaN, +-inf) where the NumPy backend has them.
+    atol = 1e-7 if dtype == np.float32 else 1e-15
+    for got, want in ((got_log, want_log), (got_lse, want_lse)):
+        npt.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=atol, equal_nan=True)
+        npt.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+@pytest.mark.parametrize("inner", [7, 49])
+def test_log_softmax_middle_axis_bitwise_identical_on_one_and_two_threads(backend, inner, rng):
+    x = rng.normal(0, 3, size=(64, 500, inner)).astype(np.float32)
+    # Exact: each slice is taken whole by one thread.
+    npt.assert_array_equal(fs.log_softmax(x, axis=1, threads=1), fs.log_softmax(x, axis=1, threads=2))
+    npt.assert_array_equal(fs.logsumexp(x, axis=1, threads=1), fs.logsumexp(x, axis=1, threads=2))
+
+
+@pytest.mark.parametrize("inner", [7, 49])
+def test_softmax_of_slices_past_the_cache_over_the_middle_axis(backend, inner, rng):
+    # 6000 x 49 float32 entries: 1.2 MB a slice, past the stored path's size.
+    x = (rng.normal(0, 3, size=(2, 6000, inner)) + rng.normal(0, 20, size=(1, 1, inner))).astype(np.float32)
+    x[1, 7, 3] = np.nan
+    y = fs.softmax(x, axis=1)
+    ref = _ref(x, 1)
+    worst, normal = _max_ulp(y[0], ref[0], np.float32)
+    # Tolerance: 2 ULP (as above); the column holding NaN is NaN throughout, the others of
+    # that slice still within 2 ULP.
+    assert worst <= 2.0
+    assert np.isnan(y[1, :, 3]).all()
+    others = np.delete(np.arange(inner), 3)
+    assert _max_ulp(y[1][:, others], ref[1][:, others], np.float32)[0] <= 2.0
+
+
+@pytest.mark.parametrize("beta", [0.0, -0.7, 3.0])
+def test_log_softmax_beta_over_the_middle_axis(backend, beta, rng):
+    x = rng.normal(0, 2, size=(3, 200, 49)).astype(np.float32)
+    z = np.float32(beta) * x  # beta * x is rounded in the dtype, as documented
+    ref = z.astype(np.longdouble) - _lse_ref(z, 1)
+    # Tolerance: max(2 ULP, 1e-7) absolutely (as above).
+    bound = np.maximum(2 * np.spacing(np.abs(ref).astype(np.float32)).astype(np.longdouble), 1e-7)
+    assert (np.abs(fs.log_softmax(x, axis=1, beta=beta).astype(np.longdouble) - ref) <= bound).all()
