@@ -268,3 +268,70 @@ def test_minus_inf_logit_with_label_smoothing_gives_inf_loss_like_torch(backend,
     # Exact for the +inf; tolerance 1e-10 relative for the finite row and the gradient.
     npt.assert_allclose(loss, ref_loss, rtol=1e-10)
     npt.assert_allclose(grad, ref_grad, rtol=1e-10, atol=0)
+
+
+# ---------------------------------------------------------------------------------------
+# A class axis other than the last, read in place (class targets without smoothing): the
+# same losses and gradients as with the class axis moved last (the row kernels), which the
+# tests above hold to torch.
+
+
+def _moved_call(logits, target, axis, **kw):
+    res = fs.cross_entropy(np.ascontiguousarray(np.moveaxis(logits, axis, -1)), target, -1, **kw)
+    if not kw.get("return_grad"):
+        return res, None
+    return res[0], np.moveaxis(res[1], -1, axis)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape, axis", [((4, 37, 49), 1), ((3, 10, 6, 5), 1), ((20, 33), 0), ((2, 300, 16), 1), ((5, 3, 7), 1)]
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_class_axis_in_place_matches_the_moved_axis(backend, dtype, shape, axis, weighted, rng):
+    logits = (rng.normal(0, 3, size=shape) + rng.normal(0, 20)).astype(dtype)
+    classes = shape[axis]
+    sample = shape[:axis] + shape[axis + 1 :]
+    target = rng.integers(0, classes, size=sample)
+    target.reshape(-1)[::5] = -100  # some ignored
+    weight = rng.uniform(0.5, 2.0, classes).astype(dtype) if weighted else None
+    eps = np.finfo(dtype).eps
+    for reduction in ("none", "mean"):
+        kw = dict(reduction=reduction, weight=weight, return_grad=True)
+        loss, grad = fs.cross_entropy(logits, target, axis, **kw)
+        want_loss, want_grad = _moved_call(logits, target, axis, **kw)
+        assert grad.shape == logits.shape and grad.dtype == logits.dtype
+        # Tolerance: losses 4 eps relative (both from the same parts: x_t - m and log S
+        # rounded to the dtype); gradients 2 eps relative plus 2 eps of the largest entry
+        # (the target's entry head * (p_t - 1) cancels alike in both).
+        npt.assert_allclose(loss, want_loss, rtol=4 * eps, atol=0)
+        npt.assert_allclose(grad, want_grad, rtol=2 * eps, atol=2 * eps * np.abs(want_grad).max())
+        ignored = np.expand_dims(target == -100, axis)
+        assert (np.where(np.broadcast_to(ignored, grad.shape), grad, 0) == 0).all()  # exactly 0 there
+        loss_only = fs.cross_entropy(logits, target, axis, reduction=reduction, weight=weight)
+        npt.assert_array_equal(loss_only, loss)  # exact: the same path without the gradient
+
+
+@pytest.mark.parametrize("special", ["nan", "inf", "minus_inf_column", "negative_weight", "all_ignored"])
+def test_class_axis_in_place_special_cases_match_the_moved_axis(backend, special, rng):
+    logits = rng.normal(0, 2, size=(3, 9, 7)).astype(np.float32)
+    target = rng.integers(0, 9, size=(3, 7))
+    weight = None
+    if special == "nan":
+        logits[1, 4, 2] = np.nan
+    elif special == "inf":
+        logits[2, 3, 5] = np.inf
+    elif special == "minus_inf_column":
+        logits[0, :, 1] = -np.inf
+    elif special == "negative_weight":
+        weight = rng.uniform(-1.0, 2.0, 9).astype(np.float32)
+    else:
+        target[...] = -100
+    for reduction in ("none", "sum"):
+        with np.errstate(all="ignore"):
+            loss, grad = fs.cross_entropy(logits, target, 1, reduction=reduction, weight=weight, return_grad=True)
+            want_loss, want_grad = _moved_call(logits, target, 1, reduction=reduction, weight=weight, return_grad=True)
+        # Tolerance: as above (4 eps, 2 eps); NaN and infinities where the row kernels have them.
+        npt.assert_allclose(loss, want_loss, rtol=4e-7, atol=0, equal_nan=True)
+        npt.assert_allclose(grad, want_grad, rtol=2.4e-7, atol=2.4e-7 * np.nanmax(np.abs(want_grad), initial=0),
+                            equal_nan=True)

@@ -725,6 +725,53 @@ def log_softmax_backward(
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _cross_entropy_along(
+    x: np.ndarray, ax: int, work_dtype: np.dtype, t_rows: np.ndarray, ignored: Optional[np.ndarray],
+    w: Optional[np.ndarray], scale: float, return_grad: bool, nthreads: int,
+) -> Optional[tuple]:
+    """Class-target cross-entropy (no smoothing) over a class axis other than the last, read
+    in place: the per-sample maximum m and S = sum(exp(x - m)) from the slice kernels, then
+    nll = -w[t] ((x[t] - m) - log S) with log S rounded to the dtype (as the row kernel forms
+    it); the gradient as head * softmax(x) from the same statistics with S / head, head =
+    scale * w[t] (rounded once), the target's entry then less head. None (for the general
+    path) where a statistic or a head is not finite and positive."""
+    xw = _c_aligned(x, work_dtype)
+    shape = xw.shape[:ax] + xw.shape[ax + 1 :]
+    m = np.empty(shape, work_dtype)
+    s_hi, s_lo = np.empty(shape), np.empty(shape)
+    _core.partial_stats(xw, m, s_hi, s_lo, ax, 1.0, nthreads)
+    if not (np.isfinite(m).all() and np.isfinite(s_hi).all()):
+        return None  # NaN, +-inf: the row kernels' special cases
+    target = t_rows.reshape(shape)
+    skip = None if ignored is None else ignored.reshape(shape)
+    safe = target if skip is None else np.where(skip, 0, target)
+    index = np.expand_dims(safe, ax)
+    x_t = np.take_along_axis(xw, index, axis=ax).squeeze(ax).astype(np.float64)
+    log_s = np.log1p((s_hi - 1.0) + s_lo).astype(work_dtype).astype(np.float64)  # S >= 1
+    w_t = np.ones(shape) if w is None else w.astype(np.float64)[safe]
+    nll = -w_t * ((x_t - m.astype(np.float64)) - log_s)
+    if skip is not None:
+        nll[skip] = 0.0
+    if not return_grad:
+        return nll.reshape(-1), None
+    head = scale * w_t
+    if skip is not None:
+        head[skip] = 1.0  # any positive value: the statistics below make the row 0
+    if not (np.isfinite(head).all() and (head > 0).all()):
+        return None
+    with np.errstate(over="ignore"):
+        h_hi, h_lo = s_hi / head, s_lo / head
+    if skip is not None:
+        h_hi[skip], h_lo[skip] = np.inf, 0.0  # S = inf: softmax * 0
+    grad = np.empty_like(xw)
+    _core.normalise(xw, m, h_hi, h_lo, grad, ax, 1.0, False, nthreads)
+    g_t = np.take_along_axis(grad, index, axis=ax).squeeze(ax).astype(np.float64) - head
+    if skip is not None:
+        g_t[skip] = 0.0
+    np.put_along_axis(grad, index, np.expand_dims(g_t.astype(work_dtype), ax), axis=ax)
+    return nll.reshape(-1), grad
+
+
 def cross_entropy(
     logits: Any,
     target: Any,
@@ -843,9 +890,7 @@ def cross_entropy(
         w = _c_aligned(w, work_dtype)
 
     half = None if _use_numpy else _half_format(x.dtype)
-    # 16-bit logits stay in their format (widened in registers); others in the compute dtype.
-    x_rows = _c_aligned(_moved(x, ax, -1).reshape(-1, classes), x.dtype if half is not None else work_dtype)
-    rows = x_rows.shape[0]
+    rows = math.prod(sample_shape)
     if probabilities:
         total = float(rows)
     else:
@@ -855,7 +900,19 @@ def cross_entropy(
         scale = 1.0 / np.float64(total) if reduction == "mean" else 1.0
     smoothed = eps > 0 and not probabilities
 
-    if _use_numpy or work_dtype not in _KERNEL_DTYPES:
+    along = None  # (nll, grad in the logits' layout) without moving the class axis
+    if ax != x.ndim - 1 and not probabilities and not smoothed and half is None and not _use_numpy:
+        if work_dtype in _KERNEL_DTYPES:
+            along = _cross_entropy_along(x, ax, work_dtype, t_rows, ignored, w, scale, return_grad, nthreads)
+    if along is not None:
+        nll, smooth, grad = along[0], None, None
+    else:
+        # 16-bit logits stay in their format (widened in registers); others in the compute dtype.
+        x_rows = _c_aligned(_moved(x, ax, -1).reshape(-1, classes), x.dtype if half is not None else work_dtype)
+
+    if along is not None:
+        pass
+    elif _use_numpy or work_dtype not in _KERNEL_DTYPES:
         wd = np.promote_types(work_dtype, np.float32)
         nll, smooth, grad = _numpy.cross_entropy_rows(
             x_rows.astype(wd), t_rows, None if w is None else w.astype(wd), int(ignore_index), eps, scale, scale, return_grad
@@ -888,5 +945,7 @@ def cross_entropy(
             loss = dtype.type(total_loss)
     if not return_grad:
         return loss
+    if along is not None:
+        return loss, _converted(along[1], dtype)
     moved = x.shape[:ax] + x.shape[ax + 1 :] + (classes,)
     return loss, _converted(_moved(grad.reshape(moved), -1, ax), dtype)
