@@ -234,7 +234,7 @@ struct VD {
     // No reciprocal estimate in double here: quotient divides (converting through float's
     // estimate and refining it measured slower than the 4-lane division).
     static constexpr int newton_steps = -1;
-    // s = 2^k r with r in [sqrt(1/2), sqrt(2)), for finite s > 0 (NaN: see log_pos).
+    // s = 2^k r with r in [sqrt(1/2), sqrt(2)), for finite s > 0 (NaN: see log_ratio).
     static R split_exp(R s, R& k) {
         const __m256i bits = _mm256_castpd_si256(s);
         R r = _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000fffffffffffffLL)),

@@ -280,3 +280,21 @@ def test_cross_entropy_special_rows_inside_a_group_match_the_numpy_backend(backe
     npt.assert_array_equal(np.isnan(loss), np.isnan(want_loss))
     ok = ~np.isnan(want_grad).any(axis=1)  # rows the NumPy path gives finite gradients for
     npt.assert_allclose(grad[ok], want_grad[ok], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [2, 10, 17, 33])
+def test_log_softmax_and_logsumexp_as_the_sum_crosses_sqrt2(backend, n, rng):
+    # Rows whose sum S = 1 + u of exp(x - max) spans u in [1e-9, 9]: both sides of
+    # u = sqrt(2) - 1, where log1p(u) changes from u's own digits to 1 + u's.
+    rows = 4096
+    u = np.exp(rng.uniform(np.log(1e-9), np.log(9.0), rows))
+    x = np.zeros((rows, n))
+    x[:, 1:] = np.log(u / (n - 1))[:, None] + rng.normal(0, 1e-3, (rows, n - 1))
+    x = (np.minimum(x, 0) + rng.normal(0, 5, (rows, 1))).astype(np.float32)
+    z = x.astype(np.longdouble)
+    lse = _ref_logsumexp(x)
+    ref = z - lse[:, None]
+    # Tolerance: log_softmax max(2 ULP of the output, 1e-7); logsumexp 2 ULP.
+    unit = np.maximum(np.spacing(np.abs(ref).astype(np.float32)).astype(np.longdouble), 5e-8)
+    assert (np.abs(fs.log_softmax(x).astype(np.longdouble) - ref) / unit).max() <= 2.0
+    npt.assert_array_max_ulp(fs.logsumexp(x), lse.astype(np.float32), maxulp=2)
