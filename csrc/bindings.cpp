@@ -432,6 +432,14 @@ bool plain_out(py::handle out, const py::array& x, const std::vector<int64_t>& s
     return true;
 }
 
+// f(kernels, T()) with the active table's kernels for T (float or double), the GIL released.
+template <class F> void run_typed(Kind k, F&& f) {
+    const KernelTable& kt = active_kernels();
+    py::gil_scoped_release release;
+    if (k == Kind::f32) f(kt.f32, float());
+    else f(kt.f64, double());
+}
+
 py::object forward_plain(py::handle x, py::handle axis, py::handle beta, py::handle out, bool log, int threads) {
     Kind k;
     int64_t ax;
@@ -442,16 +450,12 @@ py::object forward_plain(py::handle x, py::handle axis, py::handle beta, py::han
     if (!plain_axis(axis, a.ndim(), ax) || !plain_beta(beta, b) || !plain_out(out, a, shape_of(a), {&a}, true, dst))
         return py::none();
     const Layout lay = layout_of(shape_of(a), ax);
-    const KernelTable& kt = active_kernels();
     const void* src = a.data();
     void* d = dst.mutable_data();
-    {
-        py::gil_scoped_release release;
-        if (k == Kind::f32)
-            kt.f32.forward(static_cast<const float*>(src), static_cast<float*>(d), lay, float(b), normaliser(log), nullptr, threads);
-        else
-            kt.f64.forward(static_cast<const double*>(src), static_cast<double*>(d), lay, b, normaliser(log), nullptr, threads);
-    }
+    run_typed(k, [&](const auto& ks, auto t) {
+        using T = decltype(t);
+        ks.forward(static_cast<const T*>(src), static_cast<T*>(d), lay, T(b), normaliser(log), nullptr, threads);
+    });
     return std::move(dst);
 }
 
@@ -468,19 +472,14 @@ py::object backward_plain(py::handle grad, py::handle y, py::handle axis, py::ha
         !plain_out(out, g, shape, {&g, &s}, true, dst))
         return py::none();
     const Layout lay = layout_of(shape, ax);
-    const KernelTable& kt = active_kernels();
     const void* gp = g.data();
     const void* yp = s.data();
     void* d = dst.mutable_data();
-    {
-        py::gil_scoped_release release;
-        if (k == Kind::f32)
-            kt.f32.backward(static_cast<const float*>(gp), static_cast<const float*>(yp), static_cast<float*>(d), lay,
-                            float(b), normaliser(log), nullptr, threads);
-        else
-            kt.f64.backward(static_cast<const double*>(gp), static_cast<const double*>(yp), static_cast<double*>(d), lay,
-                            b, normaliser(log), nullptr, threads);
-    }
+    run_typed(k, [&](const auto& ks, auto t) {
+        using T = decltype(t);
+        ks.backward(static_cast<const T*>(gp), static_cast<const T*>(yp), static_cast<T*>(d), lay, T(b), normaliser(log),
+                    nullptr, threads);
+    });
     return std::move(dst);
 }
 
@@ -496,16 +495,12 @@ py::object logsumexp_plain(py::handle x, py::handle axis, bool keepdims, py::han
     py::array dst;
     if (!plain_out(out, a, shape, {&a}, false, dst)) return py::none();
     const Layout lay = layout_of(shape_of(a), ax);
-    const KernelTable& kt = active_kernels();
     const void* src = a.data();
     void* d = dst.mutable_data();
-    {
-        py::gil_scoped_release release;
-        if (k == Kind::f32)
-            kt.f32.logsumexp(static_cast<const float*>(src), static_cast<float*>(d), lay, float(b), nullptr, threads);
-        else
-            kt.f64.logsumexp(static_cast<const double*>(src), static_cast<double*>(d), lay, b, nullptr, threads);
-    }
+    run_typed(k, [&](const auto& ks, auto t) {
+        using T = decltype(t);
+        ks.logsumexp(static_cast<const T*>(src), static_cast<T*>(d), lay, T(b), nullptr, threads);
+    });
     return std::move(dst);
 }
 
