@@ -820,8 +820,8 @@ def cross_entropy(
     -----
     Fused: per row, one online logsumexp pass, then (with ``return_grad``) one pass that
     writes ``scale * (softmax - target)`` with smoothing and weights applied. No softmax or
-    log_softmax array is allocated. A class axis other than the last is first moved to the
-    end (a copy).
+    log_softmax array is allocated. A class axis other than the last is read in place for
+    class targets without smoothing; otherwise it is first moved to the end (a copy).
 
     Examples
     --------
