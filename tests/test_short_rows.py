@@ -298,3 +298,30 @@ def test_log_softmax_and_logsumexp_as_the_sum_crosses_sqrt2(backend, n, rng):
     unit = np.maximum(np.spacing(np.abs(ref).astype(np.float32)).astype(np.longdouble), 5e-8)
     assert (np.abs(fs.log_softmax(x).astype(np.longdouble) - ref) / unit).max() <= 2.0
     npt.assert_array_max_ulp(fs.logsumexp(x), lse.astype(np.float32), maxulp=2)
+
+
+@pytest.mark.parametrize("n", [2, 10, 64])
+def test_log_softmax_of_the_largest_entry_keeps_its_digits_when_s_is_near_1(backend, n, rng):
+    # log_softmax at the largest entry is -log1p(S - 1): with S - 1 between 1e-9 and 1e-6 it
+    # is that small, and log S must come from S - 1 summed apart from the largest term.
+    rows = 4096
+    u = np.exp(rng.uniform(np.log(1e-9), np.log(1e-6), rows))
+    m = rng.uniform(-30, 30, rows)
+    x = np.empty((rows, n))
+    x[:, 0] = m
+    x[:, 1:] = (m + np.log(u / (n - 1)))[:, None] + rng.normal(0, 1e-3, (rows, n - 1))
+    x = x.astype(np.float32)
+    z = x.astype(np.longdouble)
+    ref = -np.log1p(np.exp(z[:, 1:] - z[:, :1]).sum(axis=1))  # entry 0 is the largest
+    got = fs.log_softmax(x)[:, 0]
+    if backend in ("avx2", "avx512"):  # the short-row paths: S - 1 summed apart from e(m)
+        # Tolerance: 2 ULP of the (tiny) output itself, no absolute floor.
+        npt.assert_array_max_ulp(got, ref.astype(np.float32), maxulp=2)
+    else:
+        # The row path (scalar: one row a lane is no group) and the NumPy path: the documented
+        # bound, max(2 ULP, 1e-7) absolutely (they keep S - 1 to a few ULP relative).
+        bound = np.maximum(2 * np.spacing(np.abs(ref).astype(np.float32)).astype(np.longdouble), 1e-7)
+        assert (np.abs(got.astype(np.longdouble) - ref) <= bound).all()
+    # A row whose other entries are all -inf: exactly 0 at its maximum.
+    x[:, 1:] = -np.inf
+    npt.assert_array_equal(fs.log_softmax(x)[:, 0], 0.0)
