@@ -380,7 +380,9 @@ bool plain_array(py::handle h, Kind& k) {
     const auto a = py::reinterpret_borrow<py::array>(h);
     if (a.ndim() < 1 || !(a.flags() & py::array::c_style)) return false;
     const py::dtype d = a.dtype();
-    static const py::dtype f32 = py::dtype::of<float>(), f64 = py::dtype::of<double>();
+    // Never destroyed: they would outlive the interpreter at exit.
+    static const py::dtype& f32 = *new py::dtype(py::dtype::of<float>());
+    static const py::dtype& f64 = *new py::dtype(py::dtype::of<double>());
     if (same_dtype(d, f32)) k = Kind::f32;
     else if (same_dtype(d, f64)) k = Kind::f64;
     else return false;
@@ -398,7 +400,7 @@ bool plain_axis(py::handle h, int64_t ndim, int64_t& axis) {
 }
 
 bool plain_beta(py::handle h, double& beta) {
-    if (!PyFloat_Check(h.ptr())) return false;
+    if (!PyFloat_CheckExact(h.ptr())) return false;  // a subclass may convert otherwise
     beta = PyFloat_AS_DOUBLE(h.ptr());
     return std::isfinite(beta);
 }

@@ -283,12 +283,32 @@ def _moved_call(logits, target, axis, **kw):
     return res[0], np.moveaxis(res[1], -1, axis)
 
 
+@pytest.fixture
+def in_place_calls(monkeypatch):
+    """Counts the calls that took the class axis in place (fastsoftmax._api._cross_entropy_along
+    returning a result), so that the tests below know they exercise that path."""
+    from fastsoftmax import _api
+
+    taken = []
+    along = _api._cross_entropy_along
+
+    def counted(*args, **kwargs):
+        res = along(*args, **kwargs)
+        taken.append(res is not None)
+        return res
+
+    monkeypatch.setattr(_api, "_cross_entropy_along", counted)
+    return taken
+
+
+# Shapes of at least 2^18 entries with more than 64 classes (and 512 for the gradient): the
+# calls taken in place (see _reads_in_place).
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
-    "shape, axis", [((4, 37, 49), 1), ((3, 10, 6, 5), 1), ((20, 33), 0), ((2, 300, 16), 1), ((5, 3, 7), 1)]
+    "shape, axis, grad", [((4, 100, 700), 1, False), ((2, 600, 220), 1, True), ((600, 2, 220), 0, True)]
 )
 @pytest.mark.parametrize("weighted", [False, True])
-def test_class_axis_in_place_matches_the_moved_axis(backend, dtype, shape, axis, weighted, rng):
+def test_class_axis_in_place_matches_the_moved_axis(backend, in_place_calls, dtype, shape, axis, grad, weighted, rng):
     logits = (rng.normal(0, 3, size=shape) + rng.normal(0, 20)).astype(dtype)
     classes = shape[axis]
     sample = shape[:axis] + shape[axis + 1 :]
@@ -297,25 +317,29 @@ def test_class_axis_in_place_matches_the_moved_axis(backend, dtype, shape, axis,
     weight = rng.uniform(0.5, 2.0, classes).astype(dtype) if weighted else None
     eps = np.finfo(dtype).eps
     for reduction in ("none", "mean"):
-        kw = dict(reduction=reduction, weight=weight, return_grad=True)
-        loss, grad = fs.cross_entropy(logits, target, axis, **kw)
+        kw = dict(reduction=reduction, weight=weight, return_grad=grad, threads=1)
+        got = fs.cross_entropy(logits, target, axis, **kw)
+        loss, g = got if grad else (got, None)
         want_loss, want_grad = _moved_call(logits, target, axis, **kw)
-        assert grad.shape == logits.shape and grad.dtype == logits.dtype
         # Tolerance: losses 4 eps relative (both from the same parts: x_t - m and log S
         # rounded to the dtype); gradients 2 eps relative plus 2 eps of the largest entry
         # (the target's entry head * (p_t - 1) cancels alike in both).
         npt.assert_allclose(loss, want_loss, rtol=4 * eps, atol=0)
-        npt.assert_allclose(grad, want_grad, rtol=2 * eps, atol=2 * eps * np.abs(want_grad).max())
-        ignored = np.expand_dims(target == -100, axis)
-        assert (np.where(np.broadcast_to(ignored, grad.shape), grad, 0) == 0).all()  # exactly 0 there
-        loss_only = fs.cross_entropy(logits, target, axis, reduction=reduction, weight=weight)
-        npt.assert_array_equal(loss_only, loss)  # exact: the same path without the gradient
+        if grad:
+            assert g.shape == logits.shape and g.dtype == logits.dtype
+            npt.assert_allclose(g, want_grad, rtol=2 * eps, atol=2 * eps * np.abs(want_grad).max())
+            ignored = np.broadcast_to(np.expand_dims(target == -100, axis), g.shape)
+            assert (g[ignored] == 0).all()  # exactly 0 there
+            loss_only = fs.cross_entropy(logits, target, axis, reduction=reduction, weight=weight, threads=1)
+            npt.assert_array_equal(loss_only, loss)  # exact: the same losses without the gradient
+    if backend != "numpy":
+        assert in_place_calls and all(in_place_calls)
 
 
 @pytest.mark.parametrize("special", ["nan", "inf", "minus_inf_column", "negative_weight", "all_ignored"])
 def test_class_axis_in_place_special_cases_match_the_moved_axis(backend, special, rng):
-    logits = rng.normal(0, 2, size=(3, 9, 7)).astype(np.float32)
-    target = rng.integers(0, 9, size=(3, 7))
+    logits = rng.normal(0, 2, size=(3, 600, 150)).astype(np.float32)
+    target = rng.integers(0, 600, size=(3, 150))
     weight = None
     if special == "nan":
         logits[1, 4, 2] = np.nan
@@ -324,7 +348,7 @@ def test_class_axis_in_place_special_cases_match_the_moved_axis(backend, special
     elif special == "minus_inf_column":
         logits[0, :, 1] = -np.inf
     elif special == "negative_weight":
-        weight = rng.uniform(-1.0, 2.0, 9).astype(np.float32)
+        weight = rng.uniform(-1.0, 2.0, 600).astype(np.float32)
     else:
         target[...] = -100
     for reduction in ("none", "sum"):

@@ -725,6 +725,27 @@ def log_softmax_backward(
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+def _reads_in_place(
+    x: np.ndarray, ax: int, classes: int, general: bool, half: Any, work_dtype: np.dtype, return_grad: bool,
+    nthreads: int,
+) -> bool:
+    """Whether cross_entropy takes a class axis other than the last in place (class targets,
+    no smoothing, float32/float64) rather than moving it: where that was measured faster
+    (float32, one and two threads; moving is faster for up to 64 classes, which go as short
+    rows, for inputs under 2^18 entries, with the gradient for fewer than 512 classes, and on
+    two threads with one slice).  E.g. (64, 1000, 49): 1.9x faster for the losses, 1.1x with
+    the gradient; (8, 21, 128, 128): moving 1.1x (losses) and 1.8x (gradient) faster."""
+    if ax == x.ndim - 1 or general or half is not None or _use_numpy or work_dtype not in _KERNEL_DTYPES:
+        return False
+    outer = math.prod(x.shape[:ax])
+    return (
+        classes > 64
+        and x.size >= 1 << 18
+        and (classes >= 512 or not return_grad)
+        and (nthreads == 1 or outer >= nthreads)
+    )
+
+
 def _cross_entropy_along(
     x: np.ndarray, ax: int, work_dtype: np.dtype, t_rows: np.ndarray, ignored: Optional[np.ndarray],
     w: Optional[np.ndarray], scale: float, return_grad: bool, nthreads: int,
@@ -901,9 +922,8 @@ def cross_entropy(
     smoothed = eps > 0 and not probabilities
 
     along = None  # (nll, grad in the logits' layout) without moving the class axis
-    if ax != x.ndim - 1 and not probabilities and not smoothed and half is None and not _use_numpy:
-        if work_dtype in _KERNEL_DTYPES:
-            along = _cross_entropy_along(x, ax, work_dtype, t_rows, ignored, w, scale, return_grad, nthreads)
+    if _reads_in_place(x, ax, classes, probabilities or smoothed, half, work_dtype, return_grad, nthreads):
+        along = _cross_entropy_along(x, ax, work_dtype, t_rows, ignored, w, scale, return_grad, nthreads)
     if along is not None:
         nll, smooth, grad = along[0], None, None
     else:
