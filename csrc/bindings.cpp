@@ -133,6 +133,14 @@ int checked_threads(int threads) {
     return threads;
 }
 
+// f(kernels, T()) with the active table's kernels for T (float or double), the GIL released.
+template <class F> void run_typed(Kind k, F&& f) {
+    const KernelTable& kt = active_kernels();
+    py::gil_scoped_release release;
+    if (k == Kind::f32) f(kt.f32, float());
+    else f(kt.f64, double());
+}
+
 void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool log, const py::object& where,
              int threads) {
     checked_threads(threads);
@@ -141,15 +149,12 @@ void forward(const py::array& x, py::array& out, int64_t axis, double beta, bool
     check_buffer(out, "out", x.dtype(), shape_of(x), Access::write);
     const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
     const SelectionArg sel = selection_of(where, shape_of(x), axis, lay);
-    const KernelTable& kt = active_kernels();
     const void* src = x.data();
     void* dst = out.mutable_data();
-    py::gil_scoped_release release;
-    if (k == Kind::f32)
-        kt.f32.forward(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta), normaliser(log), sel.ptr, threads);
-    else
-        kt.f64.forward(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, normaliser(log), sel.ptr,
-                       threads);
+    run_typed(k, [&](const auto& ks, auto t) {
+        using T = decltype(t);
+        ks.forward(static_cast<const T*>(src), static_cast<T*>(dst), lay, T(beta), normaliser(log), sel.ptr, threads);
+    });
 }
 
 // 16-bit input (float16 when bf16 is false, else bfloat16) passed as uint16 bits; out is
@@ -193,14 +198,12 @@ void logsumexp(const py::array& x, py::array& out, int64_t axis, double beta, co
     const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
     check_buffer(out, "out", x.dtype(), without_axis(shape_of(x), axis), Access::write);
     const SelectionArg sel = selection_of(where, shape_of(x), axis, lay);
-    const KernelTable& kt = active_kernels();
     const void* src = x.data();
     void* dst = out.mutable_data();
-    py::gil_scoped_release release;
-    if (k == Kind::f32)
-        kt.f32.logsumexp(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta), sel.ptr, threads);
-    else
-        kt.f64.logsumexp(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta, sel.ptr, threads);
+    run_typed(k, [&](const auto& ks, auto t) {
+        using T = decltype(t);
+        ks.logsumexp(static_cast<const T*>(src), static_cast<T*>(dst), lay, T(beta), sel.ptr, threads);
+    });
 }
 
 // Per reduction: m (the input's dtype) and S = s_hi + s_lo (float64), shaped like the input
@@ -220,14 +223,14 @@ void partial_stats(const py::array& x, py::array& m, py::array& s_hi, py::array&
     check_buffer(x, "x", Access::read);
     const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
     check_statistics(x, axis, m, s_hi, s_lo, Access::write);
-    const KernelTable& kt = active_kernels();
     const void* src = x.data();
     void* mp = m.mutable_data();
     auto* hp = static_cast<double*>(s_hi.mutable_data());
     auto* lp = static_cast<double*>(s_lo.mutable_data());
-    py::gil_scoped_release release;
-    if (k == Kind::f32) kt.f32.partial_stats(static_cast<const float*>(src), static_cast<float*>(mp), hp, lp, lay, float(beta), threads);
-    else kt.f64.partial_stats(static_cast<const double*>(src), static_cast<double*>(mp), hp, lp, lay, beta, threads);
+    run_typed(k, [&](const auto& ks, auto t) {
+        using T = decltype(t);
+        ks.partial_stats(static_cast<const T*>(src), static_cast<T*>(mp), hp, lp, lay, T(beta), threads);
+    });
 }
 
 void normalise(const py::array& x, const py::array& m, const py::array& s_hi, const py::array& s_lo, py::array& out,
@@ -239,19 +242,16 @@ void normalise(const py::array& x, const py::array& m, const py::array& s_hi, co
     const Layout lay = layout_of(shape_of(x), checked_axis(x, axis));
     check_statistics(x, axis, m, s_hi, s_lo, Access::read);
     if (x.data() == out.data()) throw py::value_error("out must not be x");
-    const KernelTable& kt = active_kernels();
     const void* src = x.data();
     const void* mp = m.data();
     const auto* hp = static_cast<const double*>(s_hi.data());
     const auto* lp = static_cast<const double*>(s_lo.data());
     void* dst = out.mutable_data();
-    py::gil_scoped_release release;
-    if (k == Kind::f32)
-        kt.f32.normalise(static_cast<const float*>(src), static_cast<float*>(dst), lay, float(beta),
-                         static_cast<const float*>(mp), hp, lp, normaliser(log), threads);
-    else
-        kt.f64.normalise(static_cast<const double*>(src), static_cast<double*>(dst), lay, beta,
-                         static_cast<const double*>(mp), hp, lp, normaliser(log), threads);
+    run_typed(k, [&](const auto& ks, auto t) {
+        using T = decltype(t);
+        ks.normalise(static_cast<const T*>(src), static_cast<T*>(dst), lay, T(beta), static_cast<const T*>(mp), hp, lp,
+                     normaliser(log), threads);
+    });
 }
 
 void backward(const py::array& grad, const py::array& y, py::array& out, int64_t axis, double beta,
@@ -263,16 +263,13 @@ void backward(const py::array& grad, const py::array& y, py::array& out, int64_t
     check_buffer(out, "out", grad.dtype(), shape_of(grad), Access::write);
     const Layout lay = layout_of(shape_of(grad), checked_axis(grad, axis));
     const SelectionArg sel = selection_of(where, shape_of(grad), axis, lay);
-    const KernelTable& kt = active_kernels();
     const void *g = grad.data(), *s = y.data();
     void* d = out.mutable_data();
-    py::gil_scoped_release release;
-    if (k == Kind::f32)
-        kt.f32.backward(static_cast<const float*>(g), static_cast<const float*>(s), static_cast<float*>(d), lay,
-                        float(beta), normaliser(log), sel.ptr, threads);
-    else
-        kt.f64.backward(static_cast<const double*>(g), static_cast<const double*>(s), static_cast<double*>(d), lay,
-                        beta, normaliser(log), sel.ptr, threads);
+    run_typed(k, [&](const auto& ks, auto t) {
+        using T = decltype(t);
+        ks.backward(static_cast<const T*>(g), static_cast<const T*>(s), static_cast<T*>(d), lay, T(beta),
+                    normaliser(log), sel.ptr, threads);
+    });
 }
 
 template <class T>
@@ -432,14 +429,6 @@ bool plain_out(py::handle out, const py::array& x, const std::vector<int64_t>& s
         if (!(may_be_input && in->data() == o.data()) && !disjoint(*in, o) && o.size() != 0) return false;
     dst = std::move(o);
     return true;
-}
-
-// f(kernels, T()) with the active table's kernels for T (float or double), the GIL released.
-template <class F> void run_typed(Kind k, F&& f) {
-    const KernelTable& kt = active_kernels();
-    py::gil_scoped_release release;
-    if (k == Kind::f32) f(kt.f32, float());
-    else f(kt.f64, double());
 }
 
 py::object forward_plain(py::handle x, py::handle axis, py::handle beta, py::handle out, bool log, int threads) {

@@ -726,16 +726,16 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _reads_in_place(
-    x: np.ndarray, ax: int, classes: int, general: bool, half: Any, work_dtype: np.dtype, return_grad: bool,
+    x: np.ndarray, ax: int, classes: int, other_targets: bool, half: Any, work_dtype: np.dtype, return_grad: bool,
     nthreads: int,
 ) -> bool:
     """Whether cross_entropy takes a class axis other than the last in place (class targets,
     no smoothing, float32/float64) rather than moving it: where that was measured faster
     (float32, one and two threads; moving is faster for up to 64 classes, which go as short
     rows, for inputs under 2^18 entries, with the gradient for fewer than 512 classes, and on
-    two threads with one slice).  E.g. (64, 1000, 49): 1.9x faster for the losses, 1.1x with
+    two threads with one slice; other_targets: probabilities or smoothing). E.g. (64, 1000, 49): 1.9x faster for the losses, 1.1x with
     the gradient; (8, 21, 128, 128): moving 1.1x (losses) and 1.8x (gradient) faster."""
-    if ax == x.ndim - 1 or general or half is not None or _use_numpy or work_dtype not in _KERNEL_DTYPES:
+    if ax == x.ndim - 1 or other_targets or half is not None or _use_numpy or work_dtype not in _KERNEL_DTYPES:
         return False
     outer = math.prod(x.shape[:ax])
     return (
@@ -754,8 +754,9 @@ def _cross_entropy_along(
     in place: the per-sample maximum m and S = sum(exp(x - m)) from the slice kernels, then
     nll = -w[t] ((x[t] - m) - log S) with log S rounded to the dtype (as the row kernel forms
     it); the gradient as head * softmax(x) from the same statistics with S / head, head =
-    scale * w[t] (rounded once), the target's entry then less head. None (for the general
-    path) where a statistic or a head is not finite and positive."""
+    scale * w[t] (rounded once), the target's entry then less head. Returns (losses, None,
+    gradient or None) as _cross_entropy_moved, or None (for it) where a statistic or a head is
+    not finite and positive."""
     xw = _c_aligned(x, work_dtype)
     shape = xw.shape[:ax] + xw.shape[ax + 1 :]
     m = np.empty(shape, work_dtype)
@@ -774,7 +775,7 @@ def _cross_entropy_along(
     if skip is not None:
         nll[skip] = 0.0
     if not return_grad:
-        return nll.reshape(-1), None
+        return nll.reshape(-1), None, None
     head = scale * w_t
     if skip is not None:
         head[skip] = 1.0  # any positive value: the statistics below make the row 0
@@ -790,7 +791,38 @@ def _cross_entropy_along(
     if skip is not None:
         g_t[skip] = 0.0
     np.put_along_axis(grad, index, np.expand_dims(g_t.astype(work_dtype), ax), axis=ax)
-    return nll.reshape(-1), grad
+    return nll.reshape(-1), None, grad
+
+
+def _cross_entropy_moved(
+    x: np.ndarray, ax: int, classes: int, half: Any, work_dtype: np.dtype, t_rows: np.ndarray,
+    w: Optional[np.ndarray], ignore_index: int, eps: float, scale: float, smoothed: bool, return_grad: bool,
+    nthreads: int,
+) -> tuple:
+    """cross_entropy by rows of classes (the class axis moved last, a copy unless it is last):
+    losses, smoothing terms (or None) and the gradient (or None) in the logits' layout."""
+    # 16-bit logits stay in their format (widened in registers); others in the compute dtype.
+    x_rows = _c_aligned(_moved(x, ax, -1).reshape(-1, classes), x.dtype if half is not None else work_dtype)
+    rows = x_rows.shape[0]
+    if _use_numpy or work_dtype not in _KERNEL_DTYPES:
+        wd = np.promote_types(work_dtype, np.float32)
+        nll, smooth, grad = _numpy.cross_entropy_rows(
+            x_rows.astype(wd), t_rows, None if w is None else w.astype(wd), ignore_index, eps, scale, scale, return_grad
+        )
+    else:
+        nll = np.empty(rows, np.float64)
+        smooth = np.empty(rows, np.float64) if smoothed else None
+        grad = np.empty_like(x_rows) if return_grad else None
+        if half is None:
+            _core.cross_entropy(x_rows, t_rows, w, ignore_index, eps, float(scale), float(scale), nll, smooth, grad, nthreads)
+        else:
+            _core.cross_entropy_half(
+                x_rows.view(np.uint16), half, t_rows, w, ignore_index, eps, float(scale), float(scale),
+                nll, smooth, None if grad is None else grad.view(np.uint16), nthreads,
+            )
+    if grad is not None:
+        grad = _moved(grad.reshape(x.shape[:ax] + x.shape[ax + 1 :] + (classes,)), -1, ax)
+    return nll, smooth, grad
 
 
 def cross_entropy(
@@ -921,35 +953,14 @@ def cross_entropy(
         scale = 1.0 / np.float64(total) if reduction == "mean" else 1.0
     smoothed = eps > 0 and not probabilities
 
-    along = None  # (nll, grad in the logits' layout) without moving the class axis
+    res = None  # (losses, smoothing terms, gradient in the logits' layout)
     if _reads_in_place(x, ax, classes, probabilities or smoothed, half, work_dtype, return_grad, nthreads):
-        along = _cross_entropy_along(x, ax, work_dtype, t_rows, ignored, w, scale, return_grad, nthreads)
-    if along is not None:
-        nll, smooth, grad = along[0], None, None
-    else:
-        # 16-bit logits stay in their format (widened in registers); others in the compute dtype.
-        x_rows = _c_aligned(_moved(x, ax, -1).reshape(-1, classes), x.dtype if half is not None else work_dtype)
-
-    if along is not None:
-        pass
-    elif _use_numpy or work_dtype not in _KERNEL_DTYPES:
-        wd = np.promote_types(work_dtype, np.float32)
-        nll, smooth, grad = _numpy.cross_entropy_rows(
-            x_rows.astype(wd), t_rows, None if w is None else w.astype(wd), int(ignore_index), eps, scale, scale, return_grad
+        res = _cross_entropy_along(x, ax, work_dtype, t_rows, ignored, w, scale, return_grad, nthreads)
+    if res is None:
+        res = _cross_entropy_moved(
+            x, ax, classes, half, work_dtype, t_rows, w, int(ignore_index), eps, scale, smoothed, return_grad, nthreads
         )
-    else:
-        nll = np.empty(rows, np.float64)
-        smooth = np.empty(rows, np.float64) if smoothed else None
-        grad = np.empty_like(x_rows) if return_grad else None
-        if half is None:
-            _core.cross_entropy(
-                x_rows, t_rows, w, int(ignore_index), eps, float(scale), float(scale), nll, smooth, grad, nthreads
-            )
-        else:
-            _core.cross_entropy_half(
-                x_rows.view(np.uint16), half, t_rows, w, int(ignore_index), eps, float(scale), float(scale),
-                nll, smooth, None if grad is None else grad.view(np.uint16), nthreads,
-            )
+    nll, smooth, grad = res
 
     # (+ 0.0: a loss of -0.0 is reported as 0.0, as the smoothed formula gives it)
     per_sample = nll if probabilities else nll + 0.0 if not smoothed else (1 - eps) * nll + (eps / classes) * smooth
@@ -965,7 +976,4 @@ def cross_entropy(
             loss = dtype.type(total_loss)
     if not return_grad:
         return loss
-    if along is not None:
-        return loss, _converted(along[1], dtype)
-    moved = x.shape[:ax] + x.shape[ax + 1 :] + (classes,)
-    return loss, _converted(_moved(grad.reshape(moved), -1, ax), dtype)
+    return loss, _converted(grad, dtype)
