@@ -28,6 +28,7 @@ struct VF {
     static R loadp(const T* p, M m) { return _mm256_maskload_ps(p, _mm256_castps_si256(m)); }
     static void store(T* p, R v) { _mm256_storeu_ps(p, v); }
     static void storep(T* p, R v, M m) { _mm256_maskstore_ps(p, _mm256_castps_si256(m), v); }
+    static void stream(T* p, R v) { _mm256_stream_ps(p, v); }  // p aligned to 32 bytes
     static M tail(int64_t k) {
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(k)), lane));
@@ -153,6 +154,7 @@ struct VD {
     static R loadp(const T* p, M m) { return _mm256_maskload_pd(p, _mm256_castpd_si256(m)); }
     static void store(T* p, R v) { _mm256_storeu_pd(p, v); }
     static void storep(T* p, R v, M m) { _mm256_maskstore_pd(p, _mm256_castpd_si256(m), v); }
+    static void stream(T* p, R v) { _mm256_stream_pd(p, v); }
     static M tail(int64_t k) {
         const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
         return _mm256_castsi256_pd(_mm256_cmpgt_epi64(_mm256_set1_epi64x(k), lane));
@@ -254,6 +256,10 @@ struct VD {
         lo = _mm256_div_pd(_mm256_fnmadd_pd(hi, a.c, _mm256_fnmadd_pd(hi, a.s, k)), a.s);
     }
 };
+
+// Orders the streaming stores of this thread before everything after it.
+static inline void stream_fence() { _mm_sfence(); }
+constexpr bool can_stream = true;
 
 #include "softmax_impl.inc"
 

@@ -26,6 +26,7 @@ struct VF {
     static R loadp(const T* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
     static void store(T* p, R v) { _mm512_storeu_ps(p, v); }
     static void storep(T* p, R v, M m) { _mm512_mask_storeu_ps(p, m, v); }
+    static void stream(T* p, R v) { _mm512_stream_ps(p, v); }  // p aligned to 64 bytes
     static M tail(int64_t k) { return M((1u << k) - 1u); }
     static M mand(M a, M b) { return M(a & b); }
     // 16-bit formats, widened and narrowed in registers (round to nearest even).
@@ -134,6 +135,7 @@ struct VD {
     static R loadp(const T* p, M m) { return _mm512_maskz_loadu_pd(m, p); }
     static void store(T* p, R v) { _mm512_storeu_pd(p, v); }
     static void storep(T* p, R v, M m) { _mm512_mask_storeu_pd(p, m, v); }
+    static void stream(T* p, R v) { _mm512_stream_pd(p, v); }
     static M tail(int64_t k) { return M((1u << k) - 1u); }
     static M mand(M a, M b) { return M(a & b); }
     static R add(R a, R b) { return _mm512_add_pd(a, b); }
@@ -208,6 +210,10 @@ struct VD {
         lo = _mm512_div_pd(_mm512_fnmadd_pd(hi, a.c, _mm512_fnmadd_pd(hi, a.s, k)), a.s);
     }
 };
+
+// Orders the streaming stores of this thread before everything after it.
+static inline void stream_fence() { _mm_sfence(); }
+constexpr bool can_stream = true;
 
 #include "softmax_impl.inc"
 

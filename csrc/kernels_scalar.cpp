@@ -27,6 +27,7 @@ struct Lane {
     static R loadp(const T* p, M m) { return m ? *p : T(0); }
     static void store(T* p, R v) { *p = v; }
     static void storep(T* p, R v, M m) { if (m) *p = v; }
+    static void stream(T* p, R v) { *p = v; }  // never called: can_stream is false
     static M tail(int64_t k) { return k > 0; }
     template <class S> static R load(const S* p) { return R(widen(*p)); }
     template <class S> static R loadp(const S* p, M m) { return m ? R(widen(*p)) : R(0); }
@@ -78,6 +79,10 @@ struct Lane {
 
 using VF = Lane<float, uint32_t, 23, 127>;
 using VD = Lane<double, uint64_t, 52, 1023>;
+
+// Portable code has no streaming stores: outputs are always written plainly.
+static inline void stream_fence() {}
+constexpr bool can_stream = false;
 
 #include "softmax_impl.inc"
 
