@@ -82,15 +82,19 @@ struct VF {
     // a * 2^k for integral k (kernels run with subnormals flushed): k is clamped to [-127, 127],
     // and 2^-127 is given as 0, so a result below the smallest normal number is 0 as it would
     // be flushed; NaN in k gives NaN through a (both come from the same NaN).
-    static R scalef(R a, R k) {
-        const R kc = _mm256_min_ps(_mm256_max_ps(k, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
-        return scalef_normal(a, kc);
+    static R scalef(R a, R k) { return _mm256_mul_ps(a, pow2(k)); }
+    static R scalef_normal(R a, R k) { return _mm256_mul_ps(a, pow2_normal(k)); }
+    // The factors themselves, for several products by the same 2^k (no scalef instruction
+    // here: each factor costs two or four operations).
+    static constexpr bool has_scalef = false;
+    static R pow2(R k) {
+        return pow2_normal(_mm256_min_ps(_mm256_max_ps(k, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f)));
     }
-    // a * 2^k for integral k with 2^k a normal number: the bits of 2^k are those of k + 127 moved
-    // into the exponent field (k + 2^23 + 127 holds k + 127 in its low mantissa bits).
-    static R scalef_normal(R a, R k) {
+    // 2^k for integral k with 2^k a normal number: the bits of k + 127 moved into the exponent
+    // field (k + 2^23 + 127 holds k + 127 in its low mantissa bits).
+    static R pow2_normal(R k) {
         const __m256i bits = _mm256_castps_si256(_mm256_add_ps(k, _mm256_set1_ps(8388608.0f + 127.0f)));
-        return _mm256_mul_ps(a, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 23)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 23));
     }
     static T hmax(R a) {
         __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -171,14 +175,16 @@ struct VD {
     static R select(M m, R a, R b) { return _mm256_blendv_pd(b, a, m); }
     static M eq(R a, R b) { return _mm256_cmp_pd(a, b, _CMP_EQ_OQ); }
     // a * 2^k for integral k, as VF::scalef: k clamped to [-1023, 1023], 2^-1023 given as 0.
-    static R scalef(R a, R k) {
-        const R kc = _mm256_min_pd(_mm256_max_pd(k, _mm256_set1_pd(-1023.0)), _mm256_set1_pd(1023.0));
-        return scalef_normal(a, kc);
+    static R scalef(R a, R k) { return _mm256_mul_pd(a, pow2(k)); }
+    static R scalef_normal(R a, R k) { return _mm256_mul_pd(a, pow2_normal(k)); }
+    static constexpr bool has_scalef = false;
+    static R pow2(R k) {
+        return pow2_normal(_mm256_min_pd(_mm256_max_pd(k, _mm256_set1_pd(-1023.0)), _mm256_set1_pd(1023.0)));
     }
     // a * 2^k for integral k with 2^k a normal number (see VF::scalef_normal; 2^52 + 1023).
-    static R scalef_normal(R a, R k) {
+    static R pow2_normal(R k) {
         const __m256i bits = _mm256_castpd_si256(_mm256_add_pd(k, _mm256_set1_pd(4503599627370496.0 + 1023.0)));
-        return _mm256_mul_pd(a, _mm256_castsi256_pd(_mm256_slli_epi64(bits, 52)));
+        return _mm256_castsi256_pd(_mm256_slli_epi64(bits, 52));
     }
     static T hmax(R a) {
         __m128d m = _mm_max_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));

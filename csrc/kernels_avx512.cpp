@@ -63,6 +63,7 @@ struct VF {
     static M eq(R a, R b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
     static R scalef(R a, R k) { return _mm512_scalef_ps(a, k); }
     static R scalef_normal(R a, R k) { return _mm512_scalef_ps(a, k); }
+    static constexpr bool has_scalef = true;  // one instruction a product
     static T hmax(R a) { return _mm512_reduce_max_ps(a); }
     static M sel_load(const uint8_t* p) {
         const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -150,6 +151,7 @@ struct VD {
     static M eq(R a, R b) { return _mm512_cmp_pd_mask(a, b, _CMP_EQ_OQ); }
     static R scalef(R a, R k) { return _mm512_scalef_pd(a, k); }
     static R scalef_normal(R a, R k) { return _mm512_scalef_pd(a, k); }
+    static constexpr bool has_scalef = true;
     static T hmax(R a) { return _mm512_reduce_max_pd(a); }
     static M sel_load(const uint8_t* p) {
         const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));

@@ -60,6 +60,7 @@ struct Lane {
         return a * pow2(k1) * pow2(ki - k1);
     }
     static R scalef_normal(R a, R k) { return scalef(a, k); }
+    static constexpr bool has_scalef = true;  // (two products: e and its error scaled apart)
     static T hmax(R a) { return a; }
     static M sel_load(const uint8_t* p) { return *p != 0; }
     static M sel_loadp(const uint8_t* p, int64_t k) { return k > 0 && *p != 0; }
