@@ -1,5 +1,6 @@
-"""Rows of at least 8 MB: their output pass writes with streaming stores, whole vectors from
-the first one aligned in memory, the partial ones around them written plainly. Whatever the
+"""Rows of at least 8 MB: their output pass (softmax, log_softmax and both backward passes)
+writes with streaming stores, whole vectors from the first one aligned in memory, the partial
+ones around them written plainly. Whatever the
 output's alignment, every entry must be written, nothing around the output touched, and the
 values be those of the float64 reference; on one thread or two alike.
 """
@@ -9,7 +10,7 @@ import numpy.testing as npt
 import pytest
 
 import fastsoftmax as fs
-from conftest import ATOL_TINY_F32, TINY_F32, ref_softmax
+from conftest import ATOL_TINY_F32, TINY_F32, assert_backward_matches_reference, ref_softmax
 
 STREAM_BYTES = 8 << 20  # the kernels' threshold (csrc/softmax_impl.inc, stream_bytes)
 SENTINEL = 12345.0  # a value no softmax or log_softmax output of these rows can take
@@ -90,3 +91,29 @@ def test_long_rows_with_a_selection_leave_the_unselected_at_zero(backend, rng):
     ref = ref_softmax(sel, -1, np.float64)
     big = ref > TINY_F32
     npt.assert_array_max_ulp(out[where].reshape(1, -1)[big], ref.astype(np.float32)[big], maxulp=4)
+
+
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_streamed_backward_rows_match_the_reference(backend, name, dtype, offset, rng):
+    x = _row(dtype, rng)
+    grad = rng.normal(0, 1, size=x.shape).astype(dtype)
+    y = fs.softmax(x) if name == "softmax_backward" else fs.log_softmax(x)
+    buf = np.full(x.size + offset + 64, SENTINEL, dtype=dtype)
+    out = buf[offset : offset + x.size].reshape(x.shape)
+    getattr(fs, name)(grad, y, axis=-1, out=out)
+    assert (buf[:offset] == SENTINEL).all() and (buf[offset + x.size :] == SENTINEL).all()
+    if name == "softmax_backward":
+        # The forward-error bound of conftest (n + 4 units of the type times y (|g| + sum |g| y)).
+        assert_backward_matches_reference(out, grad, y)
+    else:
+        # dx = g - exp(y) sum(g), in longdouble; tolerance: 4 units of the type times
+        # |g| + exp(y) sum(|g|) (the terms' sizes), plus a tiny absolute slack.
+        gl, yl = grad.astype(np.longdouble), y.astype(np.longdouble)
+        ref = gl - np.exp(yl) * gl.sum(axis=-1, keepdims=True)
+        scale = np.abs(gl) + np.exp(yl) * np.abs(gl).sum(axis=-1, keepdims=True)
+        err = np.abs(out.astype(np.longdouble) - ref)
+        eps = np.finfo(dtype).eps
+        assert (err <= 4 * eps * scale + 16 * np.finfo(dtype).smallest_normal).all(), float((err / scale).max())
+    npt.assert_array_equal(out, getattr(fs, name)(grad, y, axis=-1))
