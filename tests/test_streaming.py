@@ -1,6 +1,6 @@
-"""Rows of at least 8 MB (softmax, log_softmax), and every row of a backward pass whose output
-has 8 MB or more: their output pass writes with streaming stores, whole vectors from the first
-one aligned in memory, the partial ones around them written plainly. Whatever the
+"""Rows of at least 8 MB: their output pass (softmax, log_softmax and both backward passes)
+writes with streaming stores, whole vectors from the first one aligned in memory, the partial
+ones around them written plainly. Whatever the
 output's alignment, every entry must be written, nothing around the output touched, and the
 values be those of the float64 reference; on one thread or two alike.
 """
@@ -117,24 +117,3 @@ def test_streamed_backward_rows_match_the_reference(backend, name, dtype, offset
         eps = np.finfo(dtype).eps
         assert (err <= 4 * eps * scale + 16 * np.finfo(dtype).smallest_normal).all(), float((err / scale).max())
     npt.assert_array_equal(out, getattr(fs, name)(grad, y, axis=-1))
-
-
-@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
-def test_streamed_backward_batches_match_the_reference(backend, name, rng):
-    # 8 MB of float32 output in rows of 1000 (4000 bytes: no row starts on a vector boundary
-    # but every 16th), written into a view one entry off alignment.
-    rows, n = (STREAM_BYTES // 4) // 1000 + 3, 1000
-    x = rng.normal(0, 3, size=(rows, n)).astype(np.float32)
-    grad = rng.normal(0, 1, size=x.shape).astype(np.float32)
-    y = fs.softmax(x) if name == "softmax_backward" else fs.log_softmax(x)
-    buf = np.full(x.size + 1 + 64, SENTINEL, dtype=np.float32)
-    out = buf[1 : 1 + x.size].reshape(x.shape)
-    getattr(fs, name)(grad, y, axis=-1, out=out)
-    assert buf[0] == SENTINEL and (buf[1 + x.size :] == SENTINEL).all()
-    # Bitwise the rows taken one by one (each alone is far below the threshold: written plainly).
-    for r in range(0, rows, 97):
-        npt.assert_array_equal(out[r], getattr(fs, name)(grad[r], y[r], axis=-1))
-    if name == "softmax_backward":
-        # The forward-error bound of conftest (n + 4 units times y (|g| + sum |g| y)).
-        assert_backward_matches_reference(out, grad, y)
-    npt.assert_array_equal(out, getattr(fs, name)(grad, y, axis=-1, threads=2))
