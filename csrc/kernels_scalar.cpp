@@ -60,7 +60,8 @@ struct Lane {
         return a * pow2(k1) * pow2(ki - k1);
     }
     static R scalef_normal(R a, R k) { return scalef(a, k); }
-    static constexpr bool has_scalef = true;  // (two products: e and its error scaled apart)
+    // Scaled apart, e and its error (scalef splits 2^k in two factors, for k out of range).
+    static constexpr bool has_scalef = true;
     static T hmax(R a) { return a; }
     static M sel_load(const uint8_t* p) { return *p != 0; }
     static M sel_loadp(const uint8_t* p, int64_t k) { return k > 0 && *p != 0; }
