@@ -235,6 +235,32 @@ def test_zero_copy_cross_entropy(monkeypatch, gen):
     assert x.grad.data_ptr() == seen["grad"]
 
 
+def test_zero_copy_cross_entropy_over_a_middle_class_dim(monkeypatch, gen):
+    # (N, C, d...) logits reach the package as they are, the classes along axis 1 (no copy
+    # with them moved last), and the loss per sample comes back in its (N, d...) shape.
+    seen = {}
+    real = fs._api.cross_entropy
+
+    def wrapped(logits, target, *args, **kwargs):
+        seen["in"] = (_addr(logits), _addr(target), logits.shape, kwargs.get("axis"))
+        return real(logits, target, *args, **kwargs)
+
+    monkeypatch.setattr(fs._api, "cross_entropy", wrapped)
+    x = randn(4, 7, 3, 5, dtype=torch.float32, gen=gen, requires_grad=True)
+    t = torch.randint(0, 7, (4, 3, 5), generator=gen)
+    loss = fst.cross_entropy(x, t, reduction="none")
+    assert seen["in"] == (x.data_ptr(), t.data_ptr(), (4, 7, 3, 5), 1)
+    assert loss.shape == (4, 3, 5)
+    # Against torch (float32: 1e-5 relative, 1e-7 absolute), loss and gradient through a
+    # weighted sum of the per-sample losses.
+    ref = F.cross_entropy(x, t, reduction="none")
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-7)
+    w = torch.rand(loss.shape, generator=gen)
+    (g,) = torch.autograd.grad((loss * w).sum(), x)
+    (gr,) = torch.autograd.grad((ref * w).sum(), x)
+    torch.testing.assert_close(g, gr, rtol=1e-5, atol=1e-7)
+
+
 # ---------------------------------------------------------------------------------------
 # Errors
 
@@ -514,6 +540,18 @@ def test_opcheck(name, gen):
             (x, t, w, -100, "none", 0.1, True),
             (x.detach(), t3, w, 3, "sum", 0.0, False),  # no gradient wanted
             (x, p, w, -100, "mean", 0.2, True),
+        ]
+        # (N, C, d...) with the classes along dim 1, and one large enough for the kernels to
+        # read the classes in place.
+        x4 = randn(3, 7, 4, 2, gen=gen, requires_grad=True)
+        t4 = torch.randint(0, 7, (3, 4, 2), generator=gen)
+        p4 = F.softmax(randn(3, 7, 4, 2, gen=gen), 1)
+        x3 = randn(2, 600, 300, gen=gen, dtype=torch.float32, requires_grad=True)
+        t3b = torch.randint(0, 600, (2, 300), generator=gen)
+        argsets += [
+            (x4, t4, w, -100, "none", 0.0, True),
+            (x4, p4, None, -100, "sum", 0.1, True),
+            (x3, t3b, None, -100, "mean", 0.0, True),
         ]
     for args in argsets:
         torch.library.opcheck(op, args)

@@ -255,10 +255,13 @@ def _cross_entropy_op(
     label_smoothing: float,
     compute_grad: bool,
 ) -> Tuple[Tensor, Tensor]:
-    """``input`` is (rows, classes); ``target`` is (rows,) int64 or (rows, classes) floating.
+    """``input`` is (rows, classes), or (N, C, d1, ...) with the classes along dim 1 (read
+    there in place: no copy with the classes moved last); ``target`` holds int64 class
+    indices with the input's shape without the classes, or floating probabilities with the
+    input's shape.
 
     Returns the loss and, if ``compute_grad``, the gradient of the reduced loss (for
-    ``"none"``: of the sum of the losses, i.e. each row's own gradient) with respect to
+    ``"none"``: of the sum of the losses, i.e. each sample's own gradient) with respect to
     ``input``; otherwise an empty tensor in its place.
     """
     x, t, w = _widen(input), _widen(target), _widen(weight)
@@ -267,7 +270,7 @@ def _cross_entropy_op(
     res = _api.cross_entropy(
         _as_array(x),
         _as_array(t),
-        axis=-1,
+        axis=_class_dim(input),
         reduction=reduction,
         ignore_index=ignore_index,
         label_smoothing=label_smoothing,
@@ -276,13 +279,21 @@ def _cross_entropy_op(
     )
     loss, grad = res if compute_grad else (res, None)
     loss_t = _as_tensor(loss).to(input.dtype)
-    grad_t = _as_tensor(grad).to(input.dtype) if compute_grad else input.new_empty((0,))
+    # (contiguous, as the fake kernel says: over a middle class dim the package may hand back
+    # a view of a gradient computed with the classes last)
+    grad_t = _as_tensor(grad).to(input.dtype).contiguous() if compute_grad else input.new_empty((0,))
     return loss_t, grad_t
+
+
+def _class_dim(input: Tensor) -> int:
+    """The class dimension of _cross_entropy_op's input: 1 for (N, C, d1, ...), else the last."""
+    return 1 if input.dim() >= 3 else -1
 
 
 @_cross_entropy_op.register_fake
 def _cross_entropy_fake(input, target, weight, ignore_index, reduction, label_smoothing, compute_grad):
-    loss = input.new_empty((input.shape[0],) if reduction == "none" else ())
+    samples = input.shape[:1] + input.shape[2:] if input.dim() >= 3 else input.shape[:1]
+    loss = input.new_empty(samples if reduction == "none" else ())
     grad = input.new_empty(input.shape if compute_grad else (0,))
     return loss, grad
 
@@ -290,6 +301,7 @@ def _cross_entropy_fake(input, target, weight, ignore_index, reduction, label_sm
 def _cross_entropy_setup(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, Tensor]) -> None:
     ctx.reduction = inputs[4]
     ctx.has_grad = inputs[6]
+    ctx.class_dim = _class_dim(inputs[0])
     ctx.mark_non_differentiable(output[1])
     ctx.set_materialize_grads(False)  # else autograd fills a zero gradient for output[1]
     ctx.save_for_backward(output[1])
@@ -315,7 +327,7 @@ def _cross_entropy_grad(ctx: Any, grad_loss: Tensor, _unused: Any) -> Tuple[Opti
     if grad_loss is None:  # the loss took no part in what is differentiated
         return (None,) + nones
     if ctx.reduction == "none":
-        return (g * grad_loss.unsqueeze(-1),) + nones
+        return (g * grad_loss.unsqueeze(ctx.class_dim),) + nones
     if _is_eager_one(grad_loss):
         # loss.backward(): the saved gradient is the answer. Returning it without a copy is
         # safe: autograd only reuses a gradient buffer in place (or steals it for .grad) when
@@ -441,13 +453,14 @@ def cross_entropy(
             raise NotImplementedError("fastsoftmax.torch.cross_entropy does not differentiate with respect to weight")
         weight = weight.detach().to(input.dtype)
 
-    # Rows of classes: a view for (N, C) and (C,) input; (N, C, d...) moves the classes last (a copy).
-    rows = input.reshape(1, classes) if unbatched else input.movedim(1, -1).reshape(-1, classes)
-    if probabilities:
-        t = target.reshape(1, classes) if unbatched else target.movedim(1, -1).reshape(-1, classes)
-        t = t.to(input.dtype)
+    # Rows of classes: views for (C,) and (N, C) input; (N, C, d...) goes as it is, the classes
+    # along dim 1 (read in place by the kernels where that is faster than moving them last).
+    if input.dim() >= 3:
+        rows, t = input, target
     else:
-        t = target.reshape(-1).to(torch.int64)
+        rows = input.reshape(1, classes) if unbatched else input
+        t = target.reshape(1, classes) if probabilities and unbatched else target.reshape(-1) if not probabilities else target
+    t = t.to(input.dtype) if probabilities else t.to(torch.int64)
     compute_grad = grad_mode and input.requires_grad
     loss, _ = _cross_entropy_op(rows, t, weight, ignore_index, reduction, label_smoothing, compute_grad)
     return loss.reshape(sample_shape) if reduction == "none" else loss
