@@ -255,8 +255,8 @@ def _cross_entropy_op(
     label_smoothing: float,
     compute_grad: bool,
 ) -> Tuple[Tensor, Tensor]:
-    """``input`` is (rows, classes), or (N, C, d1, ...) with the classes along dim 1 (read
-    there in place: no copy with the classes moved last); ``target`` holds int64 class
+    """``input`` is (N, C) or (N, C, d1, ...), the classes along dim 1 (read there in place
+    where the kernels find it faster than moving them last); ``target`` holds int64 class
     indices with the input's shape without the classes, or floating probabilities with the
     input's shape.
 
@@ -270,7 +270,7 @@ def _cross_entropy_op(
     res = _api.cross_entropy(
         _as_array(x),
         _as_array(t),
-        axis=_class_dim(input),
+        axis=1,
         reduction=reduction,
         ignore_index=ignore_index,
         label_smoothing=label_smoothing,
@@ -285,15 +285,9 @@ def _cross_entropy_op(
     return loss_t, grad_t
 
 
-def _class_dim(input: Tensor) -> int:
-    """The class dimension of _cross_entropy_op's input: 1 for (N, C, d1, ...), else the last."""
-    return 1 if input.dim() >= 3 else -1
-
-
 @_cross_entropy_op.register_fake
 def _cross_entropy_fake(input, target, weight, ignore_index, reduction, label_smoothing, compute_grad):
-    samples = input.shape[:1] + input.shape[2:] if input.dim() >= 3 else input.shape[:1]
-    loss = input.new_empty(samples if reduction == "none" else ())
+    loss = input.new_empty(input.shape[:1] + input.shape[2:] if reduction == "none" else ())
     grad = input.new_empty(input.shape if compute_grad else (0,))
     return loss, grad
 
@@ -301,7 +295,6 @@ def _cross_entropy_fake(input, target, weight, ignore_index, reduction, label_sm
 def _cross_entropy_setup(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, Tensor]) -> None:
     ctx.reduction = inputs[4]
     ctx.has_grad = inputs[6]
-    ctx.class_dim = _class_dim(inputs[0])
     ctx.mark_non_differentiable(output[1])
     ctx.set_materialize_grads(False)  # else autograd fills a zero gradient for output[1]
     ctx.save_for_backward(output[1])
@@ -327,7 +320,7 @@ def _cross_entropy_grad(ctx: Any, grad_loss: Tensor, _unused: Any) -> Tuple[Opti
     if grad_loss is None:  # the loss took no part in what is differentiated
         return (None,) + nones
     if ctx.reduction == "none":
-        return (g * grad_loss.unsqueeze(ctx.class_dim),) + nones
+        return (g * grad_loss.unsqueeze(1),) + nones
     if _is_eager_one(grad_loss):
         # loss.backward(): the saved gradient is the answer. Returning it without a copy is
         # safe: autograd only reuses a gradient buffer in place (or steals it for .grad) when
@@ -453,13 +446,10 @@ def cross_entropy(
             raise NotImplementedError("fastsoftmax.torch.cross_entropy does not differentiate with respect to weight")
         weight = weight.detach().to(input.dtype)
 
-    # Rows of classes: views for (C,) and (N, C) input; (N, C, d...) goes as it is, the classes
-    # along dim 1 (read in place by the kernels where that is faster than moving them last).
-    if input.dim() >= 3:
-        rows, t = input, target
-    else:
-        rows = input.reshape(1, classes) if unbatched else input
-        t = target.reshape(1, classes) if probabilities and unbatched else target.reshape(-1) if not probabilities else target
+    # Unbatched input as one sample (a view); (N, C) and (N, C, d...) go as they are.
+    rows, t = input, target
+    if unbatched:
+        rows, t = input.reshape(1, classes), target.reshape(1, classes) if probabilities else target.reshape(1)
     t = t.to(input.dtype) if probabilities else t.to(torch.int64)
     compute_grad = grad_mode and input.requires_grad
     loss, _ = _cross_entropy_op(rows, t, weight, ignore_index, reduction, label_smoothing, compute_grad)
