@@ -13,6 +13,11 @@ struct Layout {
     int64_t outer;
     int64_t n;
     int64_t inner;
+    // Inside the kernels, a piece of a slice (some of its columns: inner of them) steps from one
+    // line to the next by the whole slice's inner, kept here; 0 for a whole slice.
+    int64_t line_stride = 0;
+    int64_t stride() const { return line_stride != 0 ? line_stride : inner; }
+    bool whole() const { return line_stride == 0 || line_stride == inner; }
 };
 
 // where=: a uint8 array broadcast to the input's shape. For rows (inner == 1) the selection
