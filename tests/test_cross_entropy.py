@@ -301,11 +301,18 @@ def in_place_calls(monkeypatch):
     return taken
 
 
-# Shapes of at least 2^18 entries with more than 64 classes (and 512 for the gradient): the
-# calls taken in place (see _reads_in_place).
+# Shapes of at least 2^18 entries with more than 64 classes (and for the gradient 512, or 1024
+# positions): the calls taken in place (see _reads_in_place).
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
-    "shape, axis, grad", [((4, 100, 700), 1, False), ((2, 600, 220), 1, True), ((600, 2, 220), 0, True)]
+    "shape, axis, grad",
+    [
+        ((4, 100, 700), 1, False),
+        ((2, 600, 220), 1, True),
+        ((600, 2, 220), 0, True),
+        ((2, 150, 1100), 1, True),
+        ((1, 300, 1024), 1, True),
+    ],
 )
 @pytest.mark.parametrize("weighted", [False, True])
 def test_class_axis_in_place_matches_the_moved_axis(backend, in_place_calls, dtype, shape, axis, grad, weighted, rng):
@@ -359,3 +366,16 @@ def test_class_axis_in_place_special_cases_match_the_moved_axis(backend, special
         npt.assert_allclose(loss, want_loss, rtol=4e-7, atol=0, equal_nan=True)
         npt.assert_allclose(grad, want_grad, rtol=2.4e-7, atol=2.4e-7 * np.nanmax(np.abs(want_grad), initial=0),
                             equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    "shape, axis", [((1, 300, 1024), 1), ((2, 150, 1100), 1), ((4, 100, 700), 1), ((3, 600, 150), 1), ((2000, 640), 0)]
+)
+def test_class_axis_bitwise_identical_on_one_and_two_threads(backend, shape, axis, rng):
+    logits = rng.normal(0, 3, size=shape).astype(np.float32)
+    target = rng.integers(0, shape[axis], size=shape[:axis] + shape[axis + 1 :])
+    one = fs.cross_entropy(logits, target, axis, reduction="none", return_grad=True, threads=1)
+    two = fs.cross_entropy(logits, target, axis, reduction="none", return_grad=True, threads=2)
+    # Exact: the route (in place or moved) and the kernels' results do not depend on the threads.
+    npt.assert_array_equal(one[0], two[0])
+    npt.assert_array_equal(one[1], two[1])
