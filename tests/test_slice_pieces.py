@@ -186,3 +186,17 @@ def test_in_place_with_a_column_holding_inf(backend, dtype, shape, name, masked,
             expect = np.log(expect)
     # Exact: the two +inf entries share the column's mass.
     npt.assert_array_equal(y[..., 7], np.broadcast_to(expect.astype(y.dtype), y[..., 7].shape))
+
+
+@pytest.mark.parametrize("shape", [(300, 5000), (100, 5000), (300, 1500)])
+@pytest.mark.parametrize("name", FORWARD)
+def test_float16_pieces_match_blocks_and_threads(backend, shape, name, rng):
+    # float16 input: pieces of twice the columns (runs counted in the input's bytes).
+    x = _inputs(rng, shape, np.float16)
+    one = _call(name, x, 0, threads=1)
+    # Exact: the pieces differ with the threads, the results do not.
+    npt.assert_array_equal(one, _call(name, x, 0, threads=2))
+    # Exact: a block of columns taken whole, on the same path (as above; float16 input always
+    # takes the two-pass path).
+    end = min(2203, shape[1] - 97)
+    npt.assert_array_equal(one[..., 1000:end], _call(name, np.ascontiguousarray(x[:, 1000:end]), 0))
