@@ -7,7 +7,8 @@ Shapes (float32; float64 pieces have half the columns): (100, 5000) over axis 0 
 stored path in pieces of 1024 columns; (300, 5000) the two-pass path in pieces of 1024;
 (300, 1500) pieces of 1024 + 476 on one thread, 768 + 732 on two; (2000, 640) one whole
 slice on one thread, two pieces of 320 on two; (2, 300, 3000) over axis 1 pieces of two
-slices.
+slices; (6000, 200) one whole slice on one thread, pieces of 128 + 72 on two (the slice of a
+single outer index, of lines of more than 128 columns, never goes as one run).
 
 References: bitwise, the same function on a contiguous copy of a block of columns (taken as
 one whole slice on the same path) and the same call on one thread; within tolerance, float64
@@ -23,7 +24,14 @@ import fastsoftmax as fs
 
 FORWARD = ["softmax", "log_softmax", "logsumexp"]
 BACKWARD = ["softmax_backward", "log_softmax_backward"]
-SHAPES = [((100, 5000), 0), ((300, 5000), 0), ((300, 1500), 0), ((2000, 640), 0), ((2, 300, 3000), 1)]
+SHAPES = [
+    ((100, 5000), 0),
+    ((300, 5000), 0),
+    ((300, 1500), 0),
+    ((2000, 640), 0),
+    ((2, 300, 3000), 1),
+    ((6000, 200), 0),
+]
 
 
 def _inputs(rng, shape, dtype):
