@@ -5,9 +5,9 @@ whatever the pieces and the threads.
 
 Shapes (float32; float64 pieces have half the columns): (100, 5000) over axis 0 takes the
 stored path in pieces of 1024 columns; (300, 5000) the two-pass path in pieces of 1024;
-(300, 1500) pieces of 1024 + 476 on one thread, 768 + 732 on two; (2000, 640) one whole
+(300, 1500) pieces of 1024 + 476 on one thread, 752 + 748 on two; (2000, 640) one whole
 slice on one thread, two pieces of 320 on two; (2, 300, 3000) over axis 1 pieces of two
-slices; (6000, 200) one whole slice on one thread, pieces of 128 + 72 on two (the slice of a
+slices; (6000, 200) one whole slice on one thread, pieces of 112 + 88 on two (the slice of a
 single outer index, of lines of more than 128 columns, never goes as one run).
 
 References: bitwise, the same function on a contiguous copy of a block of columns (taken as
