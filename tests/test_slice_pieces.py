@@ -8,7 +8,8 @@ stored path in pieces of 1024 columns; (300, 5000) the two-pass path in pieces o
 (300, 1500) pieces of 1024 + 476 on one thread, 752 + 748 on two; (2000, 640) one whole
 slice on one thread, two pieces of 320 on two; (2, 300, 3000) over axis 1 pieces of two
 slices; (6000, 200) one whole slice on one thread, pieces of 112 + 88 on two (the slice of a
-single outer index, of lines of more than 128 columns, never goes as one run).
+single outer index, of lines of more than 128 columns, never goes as one run); (4000, 136)
+one slice on one thread, 80 + 56 on two.
 
 References: bitwise, the same function on a contiguous copy of a block of columns (taken as
 one whole slice on the same path) and the same call on one thread; within tolerance, float64
@@ -31,6 +32,7 @@ SHAPES = [
     ((2000, 640), 0),
     ((2, 300, 3000), 1),
     ((6000, 200), 0),
+    ((4000, 136), 0),
 ]
 
 
