@@ -129,6 +129,12 @@ struct VF {
         _mm256_store_pd(v + 4, a.hi);
         return v[k];
     }
+    static void acc_lanes(const Acc& a, double* out) {  // every acc_lane
+        alignas(32) double v[8];
+        _mm256_store_pd(v, a.lo);
+        _mm256_store_pd(v + 4, a.hi);
+        for (int k = 0; k < W; ++k) out[k] = v[k];
+    }
     // Several short rows at once, one per lane (softmax_short_rows).
     static R floor(R a) { return _mm256_floor_ps(a); }
     static M le(R a, R b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
@@ -217,6 +223,12 @@ struct VD {
         _mm256_store_pd(s, a.s);
         _mm256_store_pd(c, a.c);
         return std::isfinite(s[k]) ? (long double)s[k] + c[k] : (long double)s[k];  // no inf - inf
+    }
+    static void acc_lanes(const Acc& a, long double* out) {  // every acc_lane
+        alignas(32) double s[4], c[4];
+        _mm256_store_pd(s, a.s);
+        _mm256_store_pd(c, a.c);
+        for (int k = 0; k < W; ++k) out[k] = std::isfinite(s[k]) ? (long double)s[k] + c[k] : (long double)s[k];
     }
     static long double acc_sum(const Acc& a) {
         long double t = 0;

@@ -87,6 +87,12 @@ struct VF {
         _mm512_store_pd(v + 8, a.hi);
         return v[k];
     }
+    static void acc_lanes(const Acc& a, double* out) {  // every acc_lane
+        alignas(64) double v[16];
+        _mm512_store_pd(v, a.lo);
+        _mm512_store_pd(v + 8, a.hi);
+        for (int k = 0; k < W; ++k) out[k] = v[k];
+    }
     // Several short rows at once, one per lane (softmax_short_rows).
     static R floor(R a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
     static M le(R a, R b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
@@ -175,6 +181,12 @@ struct VD {
         _mm512_store_pd(s, a.s);
         _mm512_store_pd(c, a.c);
         return std::isfinite(s[k]) ? (long double)s[k] + c[k] : (long double)s[k];  // no inf - inf
+    }
+    static void acc_lanes(const Acc& a, long double* out) {  // every acc_lane
+        alignas(64) double s[8], c[8];
+        _mm512_store_pd(s, a.s);
+        _mm512_store_pd(c, a.c);
+        for (int k = 0; k < W; ++k) out[k] = std::isfinite(s[k]) ? (long double)s[k] + c[k] : (long double)s[k];
     }
     static long double acc_sum(const Acc& a) {
         long double t = 0;

@@ -77,6 +77,7 @@ struct Lane {
     }
     static long double acc_sum(const Acc& a) { return std::isfinite(a.s) ? (long double)a.s + a.c : (long double)a.s; }
     static long double acc_lane(const Acc& a, int) { return acc_sum(a); }
+    template <class O> static void acc_lanes(const Acc& a, O* out) { out[0] = O(acc_sum(a)); }  // O: WideOf<T>
 };
 
 using VF = Lane<float, uint32_t, 23, 127>;

@@ -9,7 +9,11 @@ stored path in pieces of 1024 columns; (300, 5000) the two-pass path in pieces o
 slice on one thread, two pieces of 320 on two; (2, 300, 3000) over axis 1 pieces of two
 slices; (6000, 200) one whole slice on one thread, pieces of 112 + 88 on two (the slice of a
 single outer index, of lines of more than 128 columns, never goes as one run); (4000, 136)
-one slice on one thread, 80 + 56 on two.
+one slice on one thread, 80 + 56 on two. Slices of a single outer index with lines of up to 128
+columns that are not a whole number of vectors go as one run of vectors (FlatRun) in spans of
+about 128K entries, which the threads share: (5000, 49) over axis 0 (float32: stored path, two
+spans; float64: two-pass), (6000, 49) (two-pass, three spans) and (1, 3000, 51) over axis 1
+(float32 stored, float64 two-pass; two spans).
 
 References: bitwise, the same function on a contiguous copy of a block of columns (taken as
 one whole slice on the same path) and the same call on one thread; within tolerance, float64
@@ -33,6 +37,9 @@ SHAPES = [
     ((2, 300, 3000), 1),
     ((6000, 200), 0),
     ((4000, 136), 0),
+    ((5000, 49), 0),
+    ((6000, 49), 0),
+    ((1, 3000, 51), 1),
 ]
 
 
