@@ -13,7 +13,9 @@ one slice on one thread, 80 + 56 on two. Slices of a single outer index with lin
 columns that are not a whole number of vectors go as one run of vectors (FlatRun) in spans of
 about 128K entries, which the threads share: (5000, 49) over axis 0 (float32: stored path, two
 spans; float64: two-pass), (6000, 49) (two-pass, three spans) and (1, 3000, 51) over axis 1
-(float32 stored, float64 two-pass; two spans).
+(float32 stored, float64 two-pass; two spans). So do single slices of lines of whole vectors up
+to 64 columns that make more than one span: (10000, 32) over axis 0 (two-pass, three spans) and
+(1, 9000, 16) over axis 1 (float32 stored; two spans).
 
 References: bitwise, the same function on a contiguous copy of a block of columns (taken as
 one whole slice on the same path) and the same call on one thread; within tolerance, float64
@@ -40,6 +42,8 @@ SHAPES = [
     ((5000, 49), 0),
     ((6000, 49), 0),
     ((1, 3000, 51), 1),
+    ((10000, 32), 0),
+    ((1, 9000, 16), 1),
 ]
 
 
