@@ -379,3 +379,34 @@ def test_class_axis_bitwise_identical_on_one_and_two_threads(backend, shape, axi
     # Exact: the route (in place or moved) and the kernels' results do not depend on the threads.
     npt.assert_array_equal(one[0], two[0])
     npt.assert_array_equal(one[1], two[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((4096, 10), -1), ((3000, 40), -1), ((512, 1000), -1), ((16, 1000, 8), 1), ((16, 600, 8), 1)],
+)  # rows grouped by lanes, rows one by one, and a class axis other than the last (read in place)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_target_gradient_keeps_its_digits_where_p_t_is_near_1(backend, dtype, shape, axis, weighted, rng):
+    # The target holds the maximum by a wide margin, so that p_t - 1 is as small as 1e-17:
+    # formed as p_t - 1 it would keep only p_t's rounding (0, or one unit of 1, for -1.7e-9).
+    x = rng.normal(0, 3, size=shape)
+    t = x.argmax(axis=axis)
+    xm = np.moveaxis(x, axis, -1).reshape(-1, shape[axis])
+    rows = np.arange(xm.shape[0])
+    xm[rows, t.reshape(-1)] += rng.uniform(0, 40, size=xm.shape[0])
+    x = np.moveaxis(xm.reshape(np.moveaxis(x, axis, -1).shape), -1, axis).astype(dtype)
+    w = rng.uniform(0.5, 2, size=shape[axis]) if weighted else None
+    _, g = fs.cross_entropy(x, t, axis=axis, reduction="none", weight=w, return_grad=True)
+    z = np.moveaxis(x, axis, -1).reshape(-1, shape[axis]).astype(np.longdouble)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    others = np.ones(e.shape, bool)
+    others[rows, t.reshape(-1)] = False
+    w_t = 1 if w is None else w[t.reshape(-1)]
+    ref = -w_t * (e * others).sum(axis=1) / e.sum(axis=1)  # w_t (p_t - 1), the other terms summed
+    got = np.moveaxis(g, axis, -1).reshape(-1, shape[axis])[rows, t.reshape(-1)].astype(np.longdouble)
+    # Tolerance: 8 ULP of the reference (the sum of the other terms is good to a few units), or
+    # 1e-14 w_t absolutely (where the sums, in double, hardly tell S from e(max): rows grouped
+    # by lanes); before, the error reached a unit of w_t (6e-8 w_t for float32).
+    tol = 8 * np.spacing(np.abs(ref).astype(dtype)).astype(np.longdouble) + 1e-14 * w_t
+    assert (np.abs(got - ref) <= tol).all()

@@ -751,7 +751,8 @@ def _cross_entropy_along(
     in place: the per-sample maximum m and S = sum(exp(x - m)) from the slice kernels, then
     nll = -w[t] ((x[t] - m) - log S) with log S rounded to the dtype (as the row kernel forms
     it); the gradient as head * softmax(x) from the same statistics with S / head, head =
-    scale * w[t] (rounded once), the target's entry then less head. Returns (losses, None,
+    scale * w[t] (rounded once), the target's entry then less head (or, where the target holds
+    the maximum, -head (S - 1) / S). Returns (losses, None,
     gradient or None) as _cross_entropy_moved, or None (for it) where a statistic or a head is
     not finite and positive."""
     xw = _c_aligned(x, work_dtype)
@@ -785,6 +786,10 @@ def _cross_entropy_along(
     grad = np.empty_like(xw)
     _core.normalise(xw, m, h_hi, h_lo, grad, ax, 1.0, False, nthreads)
     g_t = np.take_along_axis(grad, index, axis=ax).squeeze(ax).astype(np.float64) - head
+    # Where the target holds the maximum, p_t - 1 = -(S - 1) / S (S relative to e(m) >= 1):
+    # without the cancellation of p_t - 1, which leaves only p_t's rounding where p_t is near 1.
+    top = x_t == m.astype(np.float64)
+    g_t[top] = (-head * (((s_hi - 1.0) + s_lo) / (s_hi + s_lo)))[top]
     if skip is not None:
         g_t[skip] = 0.0
     np.put_along_axis(grad, index, np.expand_dims(g_t.astype(work_dtype), ax), axis=ax)

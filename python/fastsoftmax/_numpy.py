@@ -145,7 +145,10 @@ def _cross_entropy_parts(x, z, w, p, logp, target, ignore_index, eps, scale_nll,
         if want_grad:
             onehot = np.zeros_like(p)
             onehot[np.arange(rows), t] = 1
-            grad = scale_nll * (1 - eps) * w_t[:, None] * (p - onehot)
+            g_nll = p - onehot
+            # p_t - 1 as minus the other classes' sum, which keeps its digits where p_t is near 1.
+            g_nll[np.arange(rows), t] = -np.where(onehot == 1, 0, p).sum(axis=1)
+            grad = scale_nll * (1 - eps) * w_t[:, None] * g_nll
             grad = grad + scale_smooth * eps / classes * (p * w.sum() - w)
             grad[ignored] = 0
     if grad is not None:
