@@ -62,10 +62,31 @@ CpuFeatures detect_cpu_features() {
     return f;
 }
 
+namespace {
+CpuTuning detect_tuning() {
+    CpuTuning t;
+    unsigned r[4];
+    cpuid(0, 0, r);
+    // The vendor string, "AuthenticAMD", in EBX, EDX, ECX.
+    const bool amd = r[1] == 0x68747541u && r[3] == 0x69746e65u && r[2] == 0x444d4163u;
+    if (amd) t.backward_hints = false;
+    return t;
+}
+}  // namespace
+
 #else
 
 CpuFeatures detect_cpu_features() { return {}; }
 
+namespace {
+CpuTuning detect_tuning() { return {}; }
+}  // namespace
+
 #endif
+
+const CpuTuning& cpu_tuning() {
+    static const CpuTuning t = detect_tuning();
+    return t;
+}
 
 }  // namespace fastsoftmax

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu_features.h"
 #include "fpenv.h"
 #include "half.h"
 #include "kernels.h"
