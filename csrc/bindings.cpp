@@ -8,6 +8,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
@@ -127,6 +129,21 @@ SelectionArg selection_of(const py::object& where, const std::vector<int64_t>& s
 }
 
 Normaliser normaliser(bool log) { return log ? Normaliser::log_softmax : Normaliser::softmax; }
+
+// The default thread count of the plain calls (threads == 0 there): the OpenMP runtime's
+// limit, at most `default_threads_cap` (the CPUs this process may use, set once by the Python
+// layer; 0: no cap, as when OMP_NUM_THREADS was set). The same rule as get_num_threads, without
+// a round trip through Python on every call.
+std::atomic<int> default_threads_cap{0};
+
+int default_threads() {
+#if defined(_OPENMP)
+    const int n = std::max(1, omp_get_max_threads()), cap = default_threads_cap.load(std::memory_order_relaxed);
+    return cap > 0 ? std::min(n, cap) : n;
+#else
+    return 1;
+#endif
+}
 
 int checked_threads(int threads) {
     if (threads < 1) throw py::value_error("threads must be at least 1");
@@ -435,6 +452,7 @@ py::object forward_plain(py::handle x, py::handle axis, py::handle beta, py::han
     Kind k;
     int64_t ax;
     double b;
+    if (threads == 0) threads = default_threads();
     if (threads < 1 || !plain_array(x, k)) return py::none();
     const auto a = py::reinterpret_borrow<py::array>(x);
     py::array dst;
@@ -455,6 +473,7 @@ py::object backward_plain(py::handle grad, py::handle y, py::handle axis, py::ha
     Kind k, ky;
     int64_t ax;
     double b;
+    if (threads == 0) threads = default_threads();
     if (threads < 1 || !plain_array(grad, k) || !plain_array(y, ky) || k != ky) return py::none();
     const auto g = py::reinterpret_borrow<py::array>(grad), s = py::reinterpret_borrow<py::array>(y);
     const std::vector<int64_t> shape = shape_of(g);
@@ -478,6 +497,7 @@ py::object logsumexp_plain(py::handle x, py::handle axis, bool keepdims, py::han
     Kind k;
     int64_t ax;
     double b;
+    if (threads == 0) threads = default_threads();
     if (threads < 1 || !plain_array(x, k)) return py::none();
     const auto a = py::reinterpret_borrow<py::array>(x);
     if (!plain_axis(axis, a.ndim(), ax) || !plain_beta(beta, b)) return py::none();
@@ -566,6 +586,8 @@ PYBIND11_MODULE(_core, m) {
         return 1;
 #endif
     });
+    m.def("set_default_threads_cap", [](int cap) { default_threads_cap.store(std::max(0, cap)); }, py::arg("cap"));
+    m.def("default_threads", &default_threads);
     m.def("isa", [] { return std::string(active_kernels().name); });
     m.def("available_isas", &available_isas);
     m.def("select_isa", &select_isa, py::arg("name"));

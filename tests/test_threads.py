@@ -84,6 +84,17 @@ def test_threadpoolctl_limit_takes_effect(restore_threads):
         assert fs.get_num_threads() == 1
 
 
+@pytest.mark.skipif(not _core.openmp(), reason="built without OpenMP")
+def test_plain_calls_default_is_get_num_threads(restore_threads):
+    """Calls on plain arrays with threads=None resolve the default in _core (no Python round
+    trip): the same number as get_num_threads, under threadpoolctl's limit too."""
+    fs.set_num_threads(None)
+    assert _core.default_threads() == fs.get_num_threads()
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1):
+        assert _core.default_threads() == fs.get_num_threads() == 1
+
+
 @pytest.mark.parametrize("shape, axis", [((1, 2**20 + 17), -1), ((512, 1024), -1), ((16, 300, 49), 1), ((65536, 10), -1)])
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_results_are_bitwise_identical_whatever_the_thread_count(shape, axis, name):

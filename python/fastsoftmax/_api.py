@@ -137,6 +137,15 @@ def _threads(threads: Any) -> int:
     return get_num_threads() if threads is None else _positive_threads(threads, "threads")
 
 
+def _plain_threads(threads: Any) -> int:
+    """threads for the plain calls: 0 for get_num_threads's default, resolved in _core."""
+    return 0 if threads is None and _threads_override is None and _openmp else _threads(threads)
+
+
+if _openmp:
+    _core.set_default_threads_cap(0 if _omp_env else _usable_cpus())
+
+
 def backend() -> str:
     """Name of the active path: ``"avx512"``, ``"avx2"``, ``"scalar"`` or ``"numpy"``.
 
@@ -374,11 +383,11 @@ def _check_dtype(dtype: Any) -> Optional[np.dtype]:
 def _forward(
     x: Any, axis: Any, beta: Any, out: Any, log: bool, dtype: Any = None, where: Any = None, threads: Any = None
 ) -> np.ndarray:
-    nthreads = _threads(threads)
     if where is None and dtype is None and type(x) is np.ndarray and not _use_numpy:
-        res = _core.forward_plain(x, axis, beta, out, log, nthreads)  # see _core.forward_plain
+        res = _core.forward_plain(x, axis, beta, out, log, _plain_threads(threads))  # see _core.forward_plain
         if res is not None:
             return res
+    nthreads = _threads(threads)
     arr = _as_real_array(x, "x")
     beta = _check_beta(beta)
     dtype = _check_dtype(dtype) or _result_dtype(arr.dtype)
@@ -431,11 +440,11 @@ def _limit_forward(x: np.ndarray, axis: int, beta: float, log: bool, where: Opti
 def _backward(
     grad: Any, y: Any, axis: Any, beta: Any, out: Any, log: bool, where: Any = None, threads: Any = None
 ) -> np.ndarray:
-    nthreads = _threads(threads)
     if where is None and type(grad) is np.ndarray and type(y) is np.ndarray and not _use_numpy:
-        res = _core.backward_plain(grad, y, axis, beta, out, log, nthreads)
+        res = _core.backward_plain(grad, y, axis, beta, out, log, _plain_threads(threads))
         if res is not None:
             return res
+    nthreads = _threads(threads)
     g = _as_real_array(grad, "grad")
     s = _as_real_array(y, "y")
     if g.shape != s.shape:
@@ -464,11 +473,11 @@ def _backward(
 def _logsumexp(
     x: Any, axis: Any, keepdims: bool, beta: Any, out: Any, where: Any = None, threads: Any = None
 ) -> np.ndarray:
-    nthreads = _threads(threads)
     if where is None and type(x) is np.ndarray and not _use_numpy:
-        res = _core.logsumexp_plain(x, axis, keepdims, beta, out, nthreads)
+        res = _core.logsumexp_plain(x, axis, keepdims, beta, out, _plain_threads(threads))
         if res is not None:
             return res
+    nthreads = _threads(threads)
     arr = _as_real_array(x, "x")
     beta = _check_beta(beta)
     dtype = _result_dtype(arr.dtype)
