@@ -69,7 +69,13 @@ CpuTuning detect_tuning() {
     cpuid(0, 0, r);
     // The vendor string, "AuthenticAMD", in EBX, EDX, ECX.
     const bool amd = r[1] == 0x68747541u && r[3] == 0x69746e65u && r[2] == 0x444d4163u;
-    if (amd) t.backward_hints = false;
+    // The family (base + extended): 0x17 and later are the Zen cores.
+    cpuid(1, 0, r);
+    const unsigned base = (r[0] >> 8) & 0xf, family = base == 0xf ? base + ((r[0] >> 20) & 0xff) : base;
+    if (amd && family >= 0x17) {
+        t.backward_hints = false;
+        t.stored_row_bytes = int64_t(2) << 20;
+    }
     return t;
 }
 }  // namespace

@@ -623,9 +623,13 @@ ACCURACY_CASES = {
     "uniform_single_row_2pow22": lambda rng: rng.uniform(-1, 1, size=(1, 2**22)),
     "shape_65536_by_10": lambda rng: rng.normal(0, 3, size=(65536, 10)),
     # float32 rows of 768 KB take the three-pass path with the exponentials stored, longer
-    # ones the two-pass online path.
+    # ones the two-pass online path; on AMD's Zen cores the limit is 2 MB (float64: 1 MB and
+    # 2 MB rows below, stored there, online elsewhere).
     "normal3_rows_of_768KB": lambda rng: rng.normal(0, 3, size=(2, 196608)),
     "normal3_rows_past_768KB": lambda rng: rng.normal(0, 3, size=(2, 196624)),
+    "normal3_rows_of_1MB": lambda rng: rng.normal(0, 3, size=(2, 262144)),
+    "normal3_rows_of_2MB": lambda rng: rng.normal(0, 3, size=(2, 524288)),
+    "normal3_rows_past_2MB": lambda rng: rng.normal(0, 3, size=(2, 524304)),
 }
 
 

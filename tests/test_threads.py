@@ -95,6 +95,29 @@ def test_plain_calls_default_is_get_num_threads(restore_threads):
         assert _core.default_threads() == fs.get_num_threads() == 1
 
 
+@pytest.mark.skipif(not _core.openmp() or not hasattr(os, "sched_setaffinity"), reason="OpenMP and affinity")
+def test_affinity_set_after_import_caps_the_plain_calls_default():
+    """The usable CPUs are read at first use, as get_num_threads reads them: a process pinned
+    to one CPU after the import (a worker, say) gets one thread by default."""
+    code = (
+        "import os, numpy as np, fastsoftmax as fs\n"
+        "from fastsoftmax import _core\n"
+        "os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+        "fs.softmax(np.ones((2, 3), np.float32))\n"
+        "print(fs.get_num_threads(), _core.default_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "FASTSOFTMAX_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+
+
+def test_threads_beyond_int_range_means_all():
+    x = np.random.default_rng(3).normal(size=(4, 50)).astype(np.float32)
+    # Exact: threads is an upper bound and results do not depend on it.
+    np.testing.assert_array_equal(fs.softmax(x, threads=2**40), fs.softmax(x, threads=1))
+    np.testing.assert_array_equal(fs.softmax_backward(x, x, threads=np.int64(2**40)), fs.softmax_backward(x, x, threads=1))
+
+
 @pytest.mark.parametrize("shape, axis", [((1, 2**20 + 17), -1), ((512, 1024), -1), ((16, 300, 49), 1), ((65536, 10), -1)])
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_results_are_bitwise_identical_whatever_the_thread_count(shape, axis, name):

@@ -78,7 +78,7 @@ def _positive_threads(value: Any, name: str) -> int:
         raise TypeError(f"{name} must be a positive integer, got {type(value).__name__}")
     if value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
+    return int(min(value, 2**31 - 1))  # an upper bound: more than the kernels' int means all
 
 
 def _threads_from_env() -> Optional[int]:
@@ -109,9 +109,9 @@ def set_num_threads(n: int) -> None:
     _threads_override = None if n is None else _positive_threads(n, "n")
 
 
-# The OpenMP runtime reads OMP_NUM_THREADS once, as it starts (when _core is loaded): so is it
-# read here, once, not on every call (os.environ.get alone took 0.7 us, a quarter of a call on a
-# (8, 100) array).
+# The OpenMP runtime reads OMP_NUM_THREADS once, as it starts (at the latest when _core is
+# loaded): whether it was set is read here once, at import, not on every call (os.environ.get
+# alone took 0.7 us, a quarter of a call on a (8, 100) array).
 _openmp = _core is not None and bool(_core.openmp())
 _omp_env = bool(os.environ.get("OMP_NUM_THREADS"))
 
@@ -137,13 +137,19 @@ def _threads(threads: Any) -> int:
     return get_num_threads() if threads is None else _positive_threads(threads, "threads")
 
 
+_cap_set = False
+
+
 def _plain_threads(threads: Any) -> int:
-    """threads for the plain calls: 0 for get_num_threads's default, resolved in _core."""
-    return 0 if threads is None and _threads_override is None and _openmp else _threads(threads)
-
-
-if _openmp:
-    _core.set_default_threads_cap(0 if _omp_env else _usable_cpus())
+    """threads for the plain calls: 0 for get_num_threads's default, resolved in _core (the
+    usable CPUs handed to it on first use, when get_num_threads would read them too)."""
+    global _cap_set
+    if threads is None and _threads_override is None and _openmp:
+        if not _cap_set:
+            _core.set_default_threads_cap(0 if _omp_env else _usable_cpus())
+            _cap_set = True
+        return 0
+    return _threads(threads)
 
 
 def backend() -> str:
