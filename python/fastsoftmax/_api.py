@@ -128,9 +128,8 @@ def get_num_threads() -> int:
         return _threads_override
     if not _openmp:
         return 1
-    if _omp_env:
-        return max(1, _core.omp_max_threads())
-    return max(1, min(_core.omp_max_threads(), _usable_cpus()))
+    _hand_over_cap()
+    return _core.default_threads()
 
 
 def _threads(threads: Any) -> int:
@@ -140,14 +139,19 @@ def _threads(threads: Any) -> int:
 _cap_set = False
 
 
-def _plain_threads(threads: Any) -> int:
-    """threads for the plain calls: 0 for get_num_threads's default, resolved in _core (the
-    usable CPUs handed to it on first use, when get_num_threads would read them too)."""
+def _hand_over_cap() -> None:
+    """The rule of the default lives in _core (default_threads: the OpenMP limit, capped at the
+    usable CPUs unless OMP_NUM_THREADS was set); the cap is handed over on first use."""
     global _cap_set
+    if not _cap_set:
+        _core.set_default_threads_cap(0 if _omp_env else _usable_cpus())
+        _cap_set = True
+
+
+def _plain_threads(threads: Any) -> int:
+    """threads for the plain calls: 0 for get_num_threads's default, resolved in _core."""
     if threads is None and _threads_override is None and _openmp:
-        if not _cap_set:
-            _core.set_default_threads_cap(0 if _omp_env else _usable_cpus())
-            _cap_set = True
+        _hand_over_cap()
         return 0
     return _threads(threads)
 
