@@ -53,7 +53,8 @@ struct VF {
     static void store(BFloat16* p, R v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), to_bf16(v)); }
     static void storep(BFloat16* p, R v, M m) { _mm256_mask_storeu_epi16(p, m, to_bf16(v)); }
     static R add(R a, R b) { return _mm512_add_ps(a, b); }
-    static R add_where(M m, R a, R b) { return _mm512_mask_add_ps(a, m, a, b); }  // a + b where m, else a
+    // a + b where m, else a: as b * 1 + a, on the multiply-add units (see sub_exact)
+    static R add_where(M m, R a, R b) { return _mm512_mask3_fmadd_ps(b, _mm512_set1_ps(1), a, m); }
     static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
     static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
     static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
@@ -147,7 +148,7 @@ struct VD {
     static M tail(int64_t k) { return M((1u << k) - 1u); }
     static M mand(M a, M b) { return M(a & b); }
     static R add(R a, R b) { return _mm512_add_pd(a, b); }
-    static R add_where(M m, R a, R b) { return _mm512_mask_add_pd(a, m, a, b); }
+    static R add_where(M m, R a, R b) { return _mm512_mask3_fmadd_pd(b, _mm512_set1_pd(1), a, m); }
     static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
     static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
     static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
