@@ -61,23 +61,40 @@ def test_batched_rows_are_bitwise_identical_on_one_and_two_threads(backend, name
     npt.assert_array_equal(fn(x, threads=1), fn(x, threads=2))
 
 
+def _sixteen_bit_formats():
+    """float16, and bfloat16 where ml_dtypes is installed."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return [np.float16]
+    return [np.float16, ml_dtypes.bfloat16]
+
+
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 @pytest.mark.parametrize("n", [65, 256, 257, 4097])
 def test_16_bit_rows_into_float32_are_bitwise_the_row_taken_alone(backend, name, n, rng):
     fn = FUNCTIONS[name]
-    formats = [np.float16]
-    try:
-        import ml_dtypes
-
-        formats.append(ml_dtypes.bfloat16)
-    except ImportError:
-        pass
-    for fmt in formats:
+    for fmt in _sixteen_bit_formats():
         x = rng.normal(0, 3, size=(21, n)).astype(fmt)
         together = fn(x, dtype=np.float32)
         alone = np.stack([fn(x[i], dtype=np.float32) for i in range(x.shape[0])])
         # Exact: the same kernels on the same row.
         npt.assert_array_equal(together, alone)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("n", [65, 256, 257, 1000, 4097])
+def test_16_bit_rows_kept_in_16_bits_are_bitwise_the_row_taken_alone(backend, name, n, rng):
+    """16-bit output: the batched rows go through the row statistics and the output pass,
+    as a row alone does (the softmax's statistics without the ties counted apart, both ways)."""
+    fn = FUNCTIONS[name]
+    for fmt in _sixteen_bit_formats():
+        x = rng.normal(0, 3, size=(45, n)).astype(fmt)
+        together = fn(x)
+        alone = np.stack([fn(x[i]) for i in range(x.shape[0])])
+        assert together.dtype == alone.dtype == fmt
+        # Exact: the same kernels on the same row.
+        npt.assert_array_equal(together.astype(np.float32), alone.astype(np.float32))
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
