@@ -148,7 +148,8 @@ class Benchmark:
             "floor": " ".join(FloorPasses.__doc__.split()),
             "seed": args.seed,
             "env": {v: os.environ.get(v, "") for v in
-                    ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS")},
+                    ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "XLA_FLAGS",
+                     "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")},
         }
 
     # -- running -----------------------------------------------------------------------

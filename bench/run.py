@@ -68,10 +68,16 @@ def configure_threads(thread_counts: List[int]) -> int:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, most)
     if max(thread_counts) > 1:
-        # Libraries interleaved in one process each keep their own thread pool; OpenMP threads
-        # that spin after a parallel region (the default) take the cores from the next
-        # library's threads. Passive waiting, as onnxruntime's spinning is turned off too.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # Libraries interleaved in one process each keep their own thread pool. OpenMP threads
+        # spin for about 3 ms after a parallel region by default, taking the cores from the
+        # next library's threads; with none at all (OMP_WAIT_POLICY=passive) every call must
+        # wake them, which on a 2-core KVM guest costs more than a small call itself (our
+        # softmax_backward (256, 1024) at two threads 0.42 ns/el against 0.23 at one, torch's
+        # softmax (8, 100) 86 against 2.3). 10,000 spins (libgomp counts about 100,000 a ms)
+        # keep a library's threads awake between the back-to-back calls of its own sample and
+        # off the cores soon after. onnxruntime's pool does not spin at all: its spinning has
+        # no such limit and slowed the next library's calls up to 3x (bench/README.md).
+        os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     if 1 in thread_counts:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
