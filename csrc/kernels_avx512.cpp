@@ -104,6 +104,10 @@ struct VF {
         return _mm512_i32gather_ps(_mm512_load_si512(idx), p, 4);
     }
     static R permute(R v, const int32_t* idx) { return _mm512_permutexvar_ps(_mm512_load_si512(idx), v); }  // v[idx[i]]
+    // Lane i: a[idx[i]] for idx[i] < 16, else b[idx[i] - 16].
+    static R permute2(R a, const int32_t* idx, R b) {
+        return _mm512_permutex2var_ps(a, _mm512_loadu_si512(idx), b);
+    }
     // Pairs of floats as 64-bit elements: lanes 2k and 2k + 1 from p[idx[k]], p[idx[k] + 1].
     static R gather_pairs(const T* p, const int32_t* idx) {
         return _mm512_castpd_ps(_mm512_i32gather_pd(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), p, 4));
