@@ -210,6 +210,10 @@ struct VD {
     static R permute(R v, const int32_t* idx) {  // v[idx[i]]
         return _mm512_permutexvar_pd(_mm512_cvtepu32_epi64(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx))), v);
     }
+    // Lane i: a[idx[i]] for idx[i] < 8, else b[idx[i] - 8].
+    static R permute2(R a, const int64_t* idx, R b) {
+        return _mm512_permutex2var_pd(a, _mm512_loadu_si512(idx), b);
+    }
     static R div(R a, R b) { return _mm512_div_pd(a, b); }
     // 1 / a within 2^-14 (quotient refines it).
     static R recip_estimate(R a) { return _mm512_rcp14_pd(a); }
