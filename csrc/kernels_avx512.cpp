@@ -108,6 +108,51 @@ struct VF {
     static R permute2(R a, const int32_t* idx, R b) {
         return _mm512_permutex2var_ps(a, _mm512_loadu_si512(idx), b);
     }
+    // t[j] lane l = a[l] lane j, for j < count: pairs of lanes, then of pairs, then 128-bit
+    // blocks twice (64 shuffles for all 16).
+    static void transpose16(const R* a, R* t, int count) {
+        R b[16], c[16], d[16];
+        for (int l = 0; l < 16; l += 2) {
+            b[l] = _mm512_unpacklo_ps(a[l], a[l + 1]);
+            b[l + 1] = _mm512_unpackhi_ps(a[l], a[l + 1]);
+        }
+        // c[4 g + k]: in 128-bit block q, entry 4 q + k of rows 4 g to 4 g + 3
+        for (int l = 0; l < 16; l += 4)
+            for (int h = 0; h < 2; ++h) {
+                const __m512d lo = _mm512_castps_pd(b[l + h]), hi = _mm512_castps_pd(b[l + 2 + h]);
+                c[l + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, hi));
+                c[l + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi));
+            }
+        // d[8 g + 4 h + k]: blocks h and h + 2 of c[8 g + k] and of c[8 g + 4 + k]
+        for (int g = 0; g < 2; ++g)
+            for (int k = 0; k < 4; ++k) {
+                d[8 * g + k] = _mm512_shuffle_f32x4(c[8 * g + k], c[8 * g + 4 + k], 0x88);
+                d[8 * g + 4 + k] = _mm512_shuffle_f32x4(c[8 * g + k], c[8 * g + 4 + k], 0xdd);
+            }
+        for (int j = 0; j < count; ++j) {
+            const int k = j % 4, h = (j / 4) & 1;
+            const R lo = d[4 * h + k], hi = d[8 + 4 * h + k];
+            t[j] = j >= 8 ? _mm512_shuffle_f32x4(lo, hi, 0xdd) : _mm512_shuffle_f32x4(lo, hi, 0x88);
+        }
+    }
+    // A group of 16 rows of n <= 16 entries (row l at x + l n) into lanes (entry j of every
+    // row at out + 16 j, j < n), and back (into rows at y + l n): transpose16, the rows loaded
+    // and stored under a mask of n lanes.
+    static constexpr bool has_transpose16 = true;
+    static void rows_to_lanes(const T* x, int64_t n, T* out) {
+        const M m = tail(n);
+        R a[16], t[16];
+        for (int l = 0; l < 16; ++l) a[l] = _mm512_maskz_loadu_ps(m, x + l * n);
+        transpose16(a, t, int(n));
+        for (int64_t j = 0; j < n; ++j) _mm512_storeu_ps(out + 16 * j, t[j]);
+    }
+    static void lanes_to_rows(const T* in, int64_t n, T* y) {
+        const M m = tail(n);
+        R a[16], t[16];
+        for (int64_t j = 0; j < 16; ++j) a[j] = j < n ? _mm512_loadu_ps(in + 16 * j) : _mm512_setzero_ps();
+        transpose16(a, t, 16);
+        for (int l = 0; l < 16; ++l) _mm512_mask_storeu_ps(y + l * n, m, t[l]);
+    }
     // Pairs of floats as 64-bit elements: lanes 2k and 2k + 1 from p[idx[k]], p[idx[k] + 1].
     static R gather_pairs(const T* p, const int32_t* idx) {
         return _mm512_castpd_ps(_mm512_i32gather_pd(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), p, 4));

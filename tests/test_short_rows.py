@@ -247,7 +247,7 @@ def _ref_cross_entropy(logits, target, weight, ignore_index, reduction):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("classes", [2, 3, 10, 17, 64])
+@pytest.mark.parametrize("classes", [2, 3, 10, 12, 16, 17, 64])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_cross_entropy_of_many_short_rows_matches_longdouble(backend, dtype, classes, weighted, reduction, rng):
