@@ -103,7 +103,7 @@ SPECIAL_ROWS = {
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [2, 10, 17, 33, 64])
+@pytest.mark.parametrize("n", [2, 10, 12, 16, 17, 33, 64])
 @pytest.mark.parametrize("special", sorted(SPECIAL_ROWS))
 def test_special_rows_inside_a_group_match_the_numpy_backend(backend, dtype, n, special, rng):
     x = rng.normal(0, 2, size=(37, n))
