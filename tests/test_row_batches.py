@@ -1,8 +1,10 @@
 """Rows of more than 64 entries and up to 16 KB go through the kernels in batches of 8
 (softmax, log_softmax, logsumexp, cross_entropy): the first passes of every row of a batch,
-then what closes each (the normaliser, the logarithm, the output pass). Each row must come out
-exactly as it does alone (a single row is never batched), whatever its place in a batch, the
-rows around it, the thread count and the remainder of rows past the last whole batch.
+then what closes each (the normaliser, the logarithm, the output pass). The backward passes
+take rows of more than one vector likewise (their sums first; batches of 8 rows up to 1 KB, of
+one row beyond). Each row must come out exactly as it does alone (a single row is never
+batched), whatever its place in a batch, the rows around it, the thread count and the
+remainder of rows past the last whole batch.
 """
 
 import numpy as np
@@ -129,3 +131,74 @@ def test_cross_entropy_of_each_row_of_a_batch_is_bitwise_the_row_taken_alone(bac
     # Exact: the same kernels on the same row (a batch of one row), NaN where the row has NaN.
     npt.assert_array_equal(loss, np.concatenate([a[0] for a in alone]))
     npt.assert_array_equal(grad, np.concatenate([a[1] for a in alone]))
+
+
+BACKWARD = {
+    "softmax_backward": lambda g, y, **kw: fs.softmax_backward(g, y, axis=-1, **kw),
+    "log_softmax_backward": lambda g, y, **kw: fs.log_softmax_backward(g, y, axis=-1, **kw),
+}
+
+
+def _backward_rows(name, dtype, rows, n, rng):
+    """Gradients and outputs of `rows` rows, with special rows where they exist: NaN and inf
+    in the gradient, a sum beyond the dtype's range whose gradient is finite (kept scaled),
+    two huge entries one float32 vector apart (a pair that overflows in the working type
+    although the wide sum does not: the sum is taken again term by term)."""
+    x = rng.normal(0, 3, size=(rows, n))
+    y = x - x.max(axis=1, keepdims=True)
+    y = y - np.log(np.exp(y).sum(axis=1, keepdims=True))
+    if name == "softmax_backward":
+        y = np.exp(y)
+    g = rng.normal(0, 1, size=(rows, n)).astype(dtype)
+    y = y.astype(dtype)
+    big = np.finfo(dtype).max
+    if rows > 1:
+        g[1, rng.integers(n)] = np.nan
+    if rows > 2:
+        g[2, rng.integers(n)] = np.inf
+    if rows > 3:  # sum(g * y) or sum(g) beyond the range, the gradient finite
+        g[3, :] = big * 0.9
+        if name == "softmax_backward":
+            y[3, :] = 1.0 / n
+            y[3, :2] = 0.5
+    if rows > 4:
+        g[4, :] = 0
+        g[4, 0] = g[4, 16] = -big * 0.9
+        if name == "log_softmax_backward":
+            y[4, :] = -np.inf
+            y[4, 0] = 0.0
+    return g, y
+
+
+@pytest.mark.parametrize("name", sorted(BACKWARD))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [33, 40, 64, 65, 256, 257, 1000, 4096, 4097])
+@pytest.mark.parametrize("rows", ROW_COUNTS)
+def test_each_backward_row_of_a_batch_is_bitwise_the_row_taken_alone(backend, name, dtype, n, rows, rng):
+    fn = BACKWARD[name]
+    g, y = _backward_rows(name, dtype, rows, n, rng)
+    with np.errstate(invalid="ignore", over="ignore"):
+        together = fn(g, y)
+        alone = np.stack([fn(g[i], y[i]) for i in range(rows)])
+    # Exact: the same kernels on the same row, NaN where the row has NaN.
+    npt.assert_array_equal(together, alone)
+    # Rows whose exact gradient is finite though their sum is not: as the NumPy backend
+    # gives them (softmax rows 3 and 4, log_softmax row 4 in float32; in float64 the scalar
+    # and AVX2 kernels' sum of two entries near the largest double overflows).
+    if rows > 4:
+        special = [3, 4] if name == "softmax_backward" else [4] if dtype == np.float32 else []
+        with fs._api.use_backend("numpy"):
+            expected = fn(g[special], y[special])
+        assert np.isfinite(expected).all()
+        # the sum rounded to the dtype (2^-24 or 2^-53 of it), the difference up to 2x smaller
+        npt.assert_allclose(together[special], expected, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("name", sorted(BACKWARD))
+@pytest.mark.parametrize("n", [40, 200, 3000])
+def test_batched_backward_rows_are_bitwise_identical_on_one_and_two_threads(backend, name, n, rng):
+    g, y = _backward_rows(name, np.float32, 4099, n, rng)
+    fn = BACKWARD[name]
+    with np.errstate(invalid="ignore", over="ignore"):
+        # Exact: batches are fixed by row index.
+        npt.assert_array_equal(fn(g, y, threads=1), fn(g, y, threads=2))
