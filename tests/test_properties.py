@@ -1017,6 +1017,23 @@ def test_log_softmax_backward_sum_of_two_huge_entries_one_vector_apart(backend_n
 
 
 @pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
+@pytest.mark.parametrize("apart", [1, 4, 8, 16])  # float64 lanes: scalar, AVX2, AVX-512; pairs
+def test_float64_log_softmax_backward_sum_beyond_the_largest_double(backend_name, apart):
+    # Two entries near the largest double, in one lane of the sum's accumulator wherever they
+    # fall: their sum -3.2e308 overflows double, the exact gradient (e^y = 1, 0, ...) does not.
+    big = np.finfo(np.float64).max * 0.9
+    grad = np.zeros(40)
+    grad[0] = grad[apart] = -big
+    y = np.full(40, -np.inf)
+    y[0] = 0.0
+    expected = np.zeros(40)
+    expected[0], expected[apart] = big, -big  # -big - 1 * (-2 big), -big - 0
+    with _api.use_backend(backend_name):
+        actual = fs.log_softmax_backward(grad, y)
+    np.testing.assert_array_equal(actual, expected)  # exact: one rounding of g - e^y * sum
+
+
+@pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
 @pytest.mark.parametrize("axis", [-1, 0])
 def test_softmax_backward_with_overflowing_product_sum_stays_finite(backend_name, axis):
     # sum(grad * y) = 4.5e38 (y need not be a softmax output): beyond float32, the gradient
