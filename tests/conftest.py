@@ -158,3 +158,16 @@ def assert_backward_matches_reference(actual, grad, y, axis=-1):
         f"{int(bad.sum())} element(s) exceed the error bound; "
         f"max err/bound = {float(np.max(err / bound))}"
     )
+
+
+def rows_with_s_near_1(rng, rows, n, s_minus_1):
+    """float32 rows of n entries whose softmax normaliser S (relative to the largest entry,
+    entry 0) is 1 + s_minus_1 (one value a row), the largest entry's log_softmax -log1p(S - 1)
+    then that small; returns the rows and that output in long double."""
+    m = rng.uniform(-30, 30, rows)
+    x = np.empty((rows, n))
+    x[:, 0] = m
+    x[:, 1:] = (m + np.log(s_minus_1 / (n - 1)))[:, None] + rng.normal(0, 1e-3, (rows, n - 1))
+    x = x.astype(np.float32)
+    z = x.astype(np.longdouble)
+    return x, -np.log1p(np.exp(z[:, 1:] - z[:, :1]).sum(axis=1))

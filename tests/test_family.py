@@ -13,6 +13,8 @@ import pytest
 
 import fastsoftmax as fs
 
+from conftest import rows_with_s_near_1
+
 FLOATS = [np.float32, np.float64]
 SIMD = ("avx2", "avx512")
 
@@ -809,3 +811,29 @@ def test_logsumexp_near_zero_keeps_its_relative_accuracy(backend, n, axis, rng):
     err = np.abs(got.astype(np.longdouble) - ref) / np.spacing(np.abs(ref).astype(np.float32))
     # Tolerance: 2 ULP (log S taken again in double where the result cancels).
     assert err[near].max() <= 2.0, err[near].max()
+
+
+@pytest.mark.parametrize("n", [200, 20000])  # one block and several (8192 float32 entries each)
+def test_log_softmax_of_the_largest_entry_on_both_sides_of_the_ties_limit(backend, n, rng):
+    # Rows of more than a vector sum every entry for log_softmax, unless S comes out within
+    # 1/16 of the largest entry's term: then the row is taken again with the entries equal to
+    # the maximum counted apart, so that log S = log1p(S - 1) keeps its digits. S - 1 from 1e-9
+    # to 0.5, across that limit.
+    rows = 256 if n == 200 else 32
+    u = np.exp(rng.uniform(np.log(1e-9), np.log(0.5), rows))  # S - 1
+    x, ref = rows_with_s_near_1(rng, rows, n, u)
+    got = fs.log_softmax(x)[:, 0].astype(np.longdouble)
+    err = np.abs(got - ref) / np.spacing(np.abs(ref).astype(np.float32)).astype(np.longdouble)
+    if backend == "numpy":
+        # The documented bound, max(2 ULP, 1e-7) absolutely.
+        bound = np.maximum(2 * np.spacing(np.abs(ref).astype(np.float32)).astype(np.longdouble), 1e-7)
+        assert (np.abs(got - ref) <= bound).all()
+    else:
+        # Tolerance: in ULP of the output itself, no absolute floor: 2 above the limit (the
+        # output is at least log(1 + 1/16)), 4 below it (S - 1 a few ULP relative, scalar).
+        above = u >= 1 / 16
+        assert err[above].max() <= 2.0
+        assert err[~above].max() <= 4.0
+    # A row whose other entries are all -inf: exactly 0 at its maximum.
+    x[:, 1:] = -np.inf
+    npt.assert_array_equal(fs.log_softmax(x)[:, 0], 0.0)

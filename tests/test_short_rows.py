@@ -16,6 +16,8 @@ import pytest
 import fastsoftmax as fs
 from fastsoftmax import _api
 
+from conftest import rows_with_s_near_1
+
 # Every row length of the grouped path and both sides of its limits.
 ROW_LENGTHS = list(range(1, 18)) + [31, 32, 33, 40, 63, 64, 65]
 # 16 float32 lanes (AVX-512) divide 48 and leave 5 rows for the row path; 5 rows alone never
@@ -305,14 +307,7 @@ def test_log_softmax_of_the_largest_entry_keeps_its_digits_when_s_is_near_1(back
     # log_softmax at the largest entry is -log1p(S - 1): with S - 1 between 1e-9 and 1e-6 it
     # is that small, and log S must come from S - 1 summed apart from the largest term.
     rows = 4096
-    u = np.exp(rng.uniform(np.log(1e-9), np.log(1e-6), rows))
-    m = rng.uniform(-30, 30, rows)
-    x = np.empty((rows, n))
-    x[:, 0] = m
-    x[:, 1:] = (m + np.log(u / (n - 1)))[:, None] + rng.normal(0, 1e-3, (rows, n - 1))
-    x = x.astype(np.float32)
-    z = x.astype(np.longdouble)
-    ref = -np.log1p(np.exp(z[:, 1:] - z[:, :1]).sum(axis=1))  # entry 0 is the largest
+    x, ref = rows_with_s_near_1(rng, rows, n, np.exp(rng.uniform(np.log(1e-9), np.log(1e-6), rows)))
     got = fs.log_softmax(x)[:, 0]
     if backend in ("avx2", "avx512"):  # the short-row paths: S - 1 summed apart from e(m)
         # Tolerance: 2 ULP of the (tiny) output itself, no absolute floor.
