@@ -834,6 +834,9 @@ def test_log_softmax_of_the_largest_entry_on_both_sides_of_the_ties_limit(backen
         above = u >= 1 / 16
         assert err[above].max() <= 2.0
         assert err[~above].max() <= 4.0
+    # logsumexp of the same rows, m + log S (log_softmax's statistics): within 2 ULP.
+    lse_ref = x[:, 0].astype(np.longdouble) - ref
+    npt.assert_array_max_ulp(fs.logsumexp(x, axis=-1), lse_ref.astype(np.float32), maxulp=2)
     # A row whose other entries are all -inf: exactly 0 at its maximum.
     x[:, 1:] = -np.inf
     npt.assert_array_equal(fs.log_softmax(x)[:, 0], 0.0)
