@@ -837,6 +837,14 @@ def test_log_softmax_of_the_largest_entry_on_both_sides_of_the_ties_limit(backen
     # logsumexp of the same rows, m + log S (log_softmax's statistics): within 2 ULP.
     lse_ref = x[:, 0].astype(np.longdouble) - ref
     npt.assert_array_max_ulp(fs.logsumexp(x, axis=-1), lse_ref.astype(np.float32), maxulp=2)
+    # Which way a row is summed first follows the rows before it; the results must not:
+    # exact, in reverse order, one row at a time, and peaked rows first.
+    whole, lse = fs.log_softmax(x), fs.logsumexp(x, axis=-1)
+    npt.assert_array_equal(fs.log_softmax(x[::-1])[::-1], whole)
+    npt.assert_array_equal(fs.logsumexp(x[::-1], axis=-1)[::-1], lse)
+    npt.assert_array_equal(np.concatenate([fs.log_softmax(x[i : i + 1]) for i in range(rows)]), whole)
+    order = np.argsort(u)
+    npt.assert_array_equal(fs.log_softmax(x[order]), whole[order])
     # A row whose other entries are all -inf: exactly 0 at its maximum.
     x[:, 1:] = -np.inf
     npt.assert_array_equal(fs.log_softmax(x)[:, 0], 0.0)
