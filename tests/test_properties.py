@@ -1034,6 +1034,39 @@ def test_float64_log_softmax_backward_sum_beyond_the_largest_double(backend_name
 
 
 @pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+@pytest.mark.parametrize("layout", ["rows", "short rows", "columns", "columns of 3"])
+@pytest.mark.parametrize("apart", [1, 4, 8, 16])
+def test_float64_backward_sum_beyond_the_largest_double_in_every_layout(backend_name, name, layout, apart):
+    # As above, through each kernel layout: rows of 40 (the row path), 16 rows of 20 (the
+    # short-row groups: the sum taken lane-wise), and the same rows along axis 0 (the column
+    # kernels: 16 columns, a whole number of vectors, and 3 columns, the flat run). Row k has
+    # -big at k % 3 and k % 3 + apart; y is 1 there for softmax (not a softmax output: the
+    # products' sum is -2 big), 0 and -inf for log_softmax (e^y = 1, 0, ...). The exact
+    # gradient is big, -big (log_softmax) or big, big (softmax), 0 elsewhere: all finite.
+    big = np.finfo(np.float64).max * 0.9
+    rows, n = {"rows": (5, 40), "short rows": (16, 20), "columns": (16, 20), "columns of 3": (3, 20)}[layout]
+    grad = np.zeros((rows, n))
+    y = np.zeros((rows, n)) if name == "softmax_backward" else np.full((rows, n), -np.inf)
+    expected = np.zeros((rows, n))
+    for k in range(rows):
+        first, second = k % 3, k % 3 + apart
+        grad[k, first] = grad[k, second] = -big
+        if name == "softmax_backward":
+            y[k, first] = y[k, second] = 1.0
+            expected[k, first] = expected[k, second] = big  # 1 * (-big - (-2 big))
+        else:
+            y[k, first] = 0.0
+            expected[k, first], expected[k, second] = big, -big  # -big - e^y (-2 big)
+    axis = 0 if layout.startswith("columns") else -1
+    if axis == 0:
+        grad, y, expected = grad.T.copy(), y.T.copy(), expected.T.copy()
+    with _api.use_backend(backend_name):
+        actual = getattr(fs, name)(grad, y, axis=axis)
+    np.testing.assert_array_equal(actual, expected)  # exact: the one rounding of each entry is exact
+
+
+@pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
 @pytest.mark.parametrize("axis", [-1, 0])
 def test_softmax_backward_with_overflowing_product_sum_stays_finite(backend_name, axis):
     # sum(grad * y) = 4.5e38 (y need not be a softmax output): beyond float32, the gradient
