@@ -136,23 +136,29 @@ struct VF {
             t[j] = j >= 8 ? _mm512_shuffle_f32x4(lo, hi, 0xdd) : _mm512_shuffle_f32x4(lo, hi, 0x88);
         }
     }
-    // A group of 16 rows of n <= 16 entries (row l at x + l n) into lanes (entry j of every
-    // row at out + 16 j, j < n), and back (into rows at y + l n): transpose16, the rows loaded
-    // and stored under a mask of n lanes.
+    // A group of 16 rows of n entries (row l at x + l n) into lanes (entry j of every row at
+    // out + 16 j, j < n), and back (into rows at y + l n): transpose16 for each 16 columns,
+    // the rows' pieces loaded and stored under a mask of the columns there are.
     static constexpr bool has_transpose16 = true;
     static void rows_to_lanes(const T* x, int64_t n, T* out) {
-        const M m = tail(n);
-        R a[16], t[16];
-        for (int l = 0; l < 16; ++l) a[l] = _mm512_maskz_loadu_ps(m, x + l * n);
-        transpose16(a, t, int(n));
-        for (int64_t j = 0; j < n; ++j) _mm512_storeu_ps(out + 16 * j, t[j]);
+        for (int64_t c = 0; c < n; c += 16) {
+            const int k = int(std::min<int64_t>(16, n - c));
+            const M m = tail(k);
+            R a[16], t[16];
+            for (int l = 0; l < 16; ++l) a[l] = _mm512_maskz_loadu_ps(m, x + l * n + c);
+            transpose16(a, t, k);
+            for (int j = 0; j < k; ++j) _mm512_storeu_ps(out + 16 * (c + j), t[j]);
+        }
     }
     static void lanes_to_rows(const T* in, int64_t n, T* y) {
-        const M m = tail(n);
-        R a[16], t[16];
-        for (int64_t j = 0; j < 16; ++j) a[j] = j < n ? _mm512_loadu_ps(in + 16 * j) : _mm512_setzero_ps();
-        transpose16(a, t, 16);
-        for (int l = 0; l < 16; ++l) _mm512_mask_storeu_ps(y + l * n, m, t[l]);
+        for (int64_t c = 0; c < n; c += 16) {
+            const int k = int(std::min<int64_t>(16, n - c));
+            const M m = tail(k);
+            R a[16], t[16];
+            for (int j = 0; j < 16; ++j) a[j] = j < k ? _mm512_loadu_ps(in + 16 * (c + j)) : _mm512_setzero_ps();
+            transpose16(a, t, 16);
+            for (int l = 0; l < 16; ++l) _mm512_mask_storeu_ps(y + l * n + c, m, t[l]);
+        }
     }
     // Pairs of floats as 64-bit elements: lanes 2k and 2k + 1 from p[idx[k]], p[idx[k] + 1].
     static R gather_pairs(const T* p, const int32_t* idx) {
