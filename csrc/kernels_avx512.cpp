@@ -160,30 +160,6 @@ struct VF {
             for (int l = 0; l < 16; ++l) _mm512_mask_storeu_ps(y + l * n + c, m, t[l]);
         }
     }
-    // Pairs of floats as 64-bit elements: lanes 2k and 2k + 1 from p[idx[k]], p[idx[k] + 1].
-    static R gather_pairs(const T* p, const int32_t* idx) {
-        return _mm512_castpd_ps(_mm512_i32gather_pd(_mm256_load_si256(reinterpret_cast<const __m256i*>(idx)), p, 4));
-    }
-    static M even_lanes() { return M(0x5555); }
-    static R pair_max(R a) { return _mm512_max_ps(a, _mm512_permute_ps(a, 0xb1)); }  // each lane pair's maximum
-    // Lanes 2k of a, then lanes 2k of b; and back: lane i from lane 8 half + i / 2.
-    static R pairs_compact(R a, R b) {
-        return _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
-    }
-    static R pairs_expand(R v, int half) {
-        const __m512i k = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 1);
-        return _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(8 * half)), v);
-    }
-    // The sums of each lane pair of a, then of b (the layout of pairs_compact).
-    static Acc acc_pairs_compact(const Acc& a, const Acc& b) {
-        const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-        auto rows = [&](const Acc& x) {
-            const __m512d lo = _mm512_add_pd(x.lo, _mm512_permute_pd(x.lo, 0x55));
-            const __m512d hi = _mm512_add_pd(x.hi, _mm512_permute_pd(x.hi, 0x55));
-            return _mm512_permutex2var_pd(lo, even, hi);
-        };
-        return {rows(a), rows(b)};
-    }
     // Lanes 0-7 from lo and 8-15 from hi, rounded to float (the layout of Acc).
     static R narrow2(__m512d lo, __m512d hi) {
         return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
