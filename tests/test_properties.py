@@ -1067,6 +1067,27 @@ def test_float64_backward_sum_beyond_the_largest_double_in_every_layout(backend_
 
 
 @pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+@pytest.mark.parametrize("n", [5, 16, 17])  # short-row groups: 16 rows fill whole groups on every ISA
+@pytest.mark.parametrize("special", [np.nan, np.inf])
+def test_backward_row_with_nan_or_inf_leaves_its_group_neighbours_alone(backend_name, dtype, name, n, special, rng):
+    # Row 0's sum is NaN or inf; rows 1 to 15 share its group (or not, by ISA) and must come out
+    # bitwise as they do without it, rows 1 to 15 alone in the same layout.
+    grad = rng.normal(0, 1, size=(16, n)).astype(dtype)
+    y = fs.softmax(rng.normal(0, 3, size=(16, n)).astype(dtype))
+    if name == "log_softmax_backward":
+        y = np.log(y)
+    fn = getattr(fs, name)
+    with _api.use_backend(backend_name):
+        clean = fn(grad, y)
+        grad[0, 1] = special
+        spoiled = fn(grad, y)
+    np.testing.assert_array_equal(spoiled[1:], clean[1:])  # exact: the same arithmetic per row
+    assert not np.isfinite(spoiled[0]).all()
+
+
+@pytest.mark.parametrize("backend_name", KERNEL_BACKENDS)
 @pytest.mark.parametrize("axis", [-1, 0])
 def test_softmax_backward_with_overflowing_product_sum_stays_finite(backend_name, axis):
     # sum(grad * y) = 4.5e38 (y need not be a softmax output): beyond float32, the gradient
