@@ -119,12 +119,13 @@ struct VF {
         a.lo = _mm256_add_pd(a.lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
         a.hi = _mm256_add_pd(a.hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
     }
-    static long double acc_sum(const Acc& a) {
+    // In double, the wide type of float (long double would round trip through the x87 unit).
+    static double acc_sum(const Acc& a) {
         __m256d s = _mm256_add_pd(a.lo, a.hi);
         __m128d h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
         return _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
     }
-    static long double acc_lane(const Acc& a, int k) {
+    static double acc_lane(const Acc& a, int k) {
         alignas(32) double v[8];
         _mm256_store_pd(v, a.lo);
         _mm256_store_pd(v + 4, a.hi);

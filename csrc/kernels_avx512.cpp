@@ -82,8 +82,9 @@ struct VF {
         a.lo = _mm512_add_pd(a.lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
         a.hi = _mm512_add_pd(a.hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
     }
-    static long double acc_sum(const Acc& a) { return _mm512_reduce_add_pd(_mm512_add_pd(a.lo, a.hi)); }
-    static long double acc_lane(const Acc& a, int k) {
+    // In double, the wide type of float (long double would round trip through the x87 unit).
+    static double acc_sum(const Acc& a) { return _mm512_reduce_add_pd(_mm512_add_pd(a.lo, a.hi)); }
+    static double acc_lane(const Acc& a, int k) {
         alignas(64) double v[16];
         _mm512_store_pd(v, a.lo);
         _mm512_store_pd(v + 8, a.hi);
