@@ -1073,7 +1073,7 @@ def test_float64_backward_sum_beyond_the_largest_double_in_every_layout(backend_
 @pytest.mark.parametrize("special", [np.nan, np.inf])
 def test_backward_row_with_nan_or_inf_leaves_its_group_neighbours_alone(backend_name, dtype, name, n, special, rng):
     # Row 0's sum is NaN or inf; rows 1 to 15 share its group (or not, by ISA) and must come out
-    # bitwise as they do without it, rows 1 to 15 alone in the same layout.
+    # bitwise as they do when row 0 is finite.
     grad = rng.normal(0, 1, size=(16, n)).astype(dtype)
     y = fs.softmax(rng.normal(0, 3, size=(16, n)).astype(dtype))
     if name == "log_softmax_backward":
