@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <utility>
 #include <string>
 #include <type_traits>
@@ -413,10 +414,17 @@ bool plain_axis(py::handle h, int64_t ndim, int64_t& axis) {
     return true;
 }
 
-bool plain_beta(py::handle h, double& beta) {
+// beta (a float, not a subclass) that the kernels of kind k hold exactly as given: 0, or
+// within the normal range of the data's type. Beyond it (a float32 beta past 3.4e38 would be
+// inf, 0 * inf NaN; one below the smallest normal is flushed to 0) the Python layer forms
+// beta * x in a wider type first.
+bool plain_beta(py::handle h, Kind k, double& beta) {
     if (!PyFloat_CheckExact(h.ptr())) return false;  // a subclass may convert otherwise
     beta = PyFloat_AS_DOUBLE(h.ptr());
-    return std::isfinite(beta);
+    const double a = std::fabs(beta);
+    if (a == 0) return true;
+    return k == Kind::f32 ? a >= std::numeric_limits<float>::min() && a <= std::numeric_limits<float>::max()
+                          : a >= std::numeric_limits<double>::min() && a <= std::numeric_limits<double>::max();
 }
 
 std::pair<std::uintptr_t, std::uintptr_t> extent(const py::array& a) {
@@ -456,7 +464,7 @@ py::object forward_plain(py::handle x, py::handle axis, py::handle beta, py::han
     if (threads < 1 || !plain_array(x, k)) return py::none();
     const auto a = py::reinterpret_borrow<py::array>(x);
     py::array dst;
-    if (!plain_axis(axis, a.ndim(), ax) || !plain_beta(beta, b) || !plain_out(out, a, shape_of(a), {&a}, true, dst))
+    if (!plain_axis(axis, a.ndim(), ax) || !plain_beta(beta, k, b) || !plain_out(out, a, shape_of(a), {&a}, true, dst))
         return py::none();
     const Layout lay = layout_of(shape_of(a), ax);
     const void* src = a.data();
@@ -478,7 +486,7 @@ py::object backward_plain(py::handle grad, py::handle y, py::handle axis, py::ha
     const auto g = py::reinterpret_borrow<py::array>(grad), s = py::reinterpret_borrow<py::array>(y);
     const std::vector<int64_t> shape = shape_of(g);
     py::array dst;
-    if (shape_of(s) != shape || !plain_axis(axis, g.ndim(), ax) || !plain_beta(beta, b) ||
+    if (shape_of(s) != shape || !plain_axis(axis, g.ndim(), ax) || !plain_beta(beta, k, b) ||
         !plain_out(out, g, shape, {&g, &s}, true, dst))
         return py::none();
     const Layout lay = layout_of(shape, ax);
@@ -500,7 +508,7 @@ py::object logsumexp_plain(py::handle x, py::handle axis, bool keepdims, py::han
     if (threads == 0) threads = default_threads();
     if (threads < 1 || !plain_array(x, k)) return py::none();
     const auto a = py::reinterpret_borrow<py::array>(x);
-    if (!plain_axis(axis, a.ndim(), ax) || !plain_beta(beta, b)) return py::none();
+    if (!plain_axis(axis, a.ndim(), ax) || !plain_beta(beta, k, b)) return py::none();
     std::vector<int64_t> shape = shape_of(a);
     if (keepdims) shape[size_t(ax)] = 1; else shape.erase(shape.begin() + ax);
     py::array dst;

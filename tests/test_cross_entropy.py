@@ -180,6 +180,42 @@ def test_any_integer_target_dtype_gives_the_torch_result(backend, tdtype, rng):
     npt.assert_allclose(grad, ref_grad, rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["class", "probabilities"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weight", [None, 2.5])
+def test_single_class_has_zero_loss_and_exactly_zero_gradient_like_torch(backend, dtype, kind, smoothing, weight, rng):
+    # p = 1 exactly: every term of the gradient cancels, as in torch (exact 0, not a rounding
+    # residual of the smoothing or weight factors).
+    logits = rng.normal(0, 3, size=(21, 1)).astype(dtype)
+    target = np.zeros(21, np.int64) if kind == "class" else np.ones((21, 1), dtype)
+    w = None if weight is None else np.array([weight], dtype)
+    for reduction in ("mean", "sum", "none"):
+        loss, grad = fs.cross_entropy(logits, target, reduction=reduction, label_smoothing=smoothing, weight=w,
+                                      return_grad=True)
+        npt.assert_array_equal(loss, 0.0)  # exact
+        npt.assert_array_equal(grad, 0.0)  # exact
+
+
+def test_one_hot_probability_rows_sum_their_gradient_to_zero(backend, rng):
+    # Rows whose other entries underflow (p one-hot to the last bit): the gradient at the
+    # maximum is the sum of the others' terms, so each row sums to 0 within the rounding of
+    # that sum in float64 (the terms are float32); torch float64 gives the same values.
+    logits = rng.normal(0, 1, size=(16, 6)).astype(np.float32)
+    logits[np.arange(16), rng.integers(0, 6, 16)] = 200.0
+    target = rng.random((16, 6)).astype(np.float32)
+    target /= target.sum(axis=1, keepdims=True)
+    loss, grad = fs.cross_entropy(logits, target, reduction="sum", label_smoothing=0.1, return_grad=True)
+    ref_loss, ref_grad = torch_reference(logits.astype(np.float64), target.astype(np.float64), "NC_axis_last",
+                                         "sum", 0.1, None)
+    # Tolerance: 1e-5 relative (float32 against torch float64), atol 1e-7 for the entries
+    # that cancel to near 0.
+    npt.assert_allclose(loss, ref_loss, rtol=1e-5)
+    npt.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    # Each row's gradient sums to 0 within 4 ULP of its largest entry (float32).
+    assert np.all(np.abs(grad.astype(np.float64).sum(axis=1)) <= 4 * np.spacing(np.abs(grad).max(axis=1)))
+
+
 def test_large_logits_do_not_overflow_like_torch(backend):
     logits = np.array([[1000.0, 0.0, -1000.0], [-5000.0, 5000.0, 4999.0]])
     target = np.array([2, 2])
