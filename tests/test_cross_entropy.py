@@ -446,3 +446,84 @@ def test_target_gradient_keeps_its_digits_where_p_t_is_near_1(backend, dtype, sh
     # by lanes); before, the error reached a unit of w_t (6e-8 w_t for float32).
     tol = 8 * np.spacing(np.abs(ref).astype(dtype)).astype(np.longdouble) + 1e-14 * w_t
     assert (np.abs(got - ref) <= tol).all()
+
+
+def _confident_case(rng, dtype, shape, axis):
+    """Logits whose class 0 holds the only maximum by a margin of 8 to 16 (losses of 1e-5 to
+    1e-2, S - 1 that small), targets 0 except every seventh sample (another class)."""
+    logits = rng.normal(0, 1, size=shape)
+    lead = [slice(None)] * len(shape)
+    lead[axis] = 0
+    logits[tuple(lead)] += rng.uniform(8, 16, size=logits[tuple(lead)].shape)
+    sample = shape[:axis] + shape[axis + 1 :]
+    target = np.zeros(sample, np.int64)
+    target.reshape(-1)[::7] = 3
+    return logits.astype(dtype), target
+
+
+def _longdouble_losses(logits, target, axis):
+    """-log softmax(x)[t] in long double, with S - 1 summed over the other entries (not S - 1
+    after rounding S) so that losses near 0 keep their digits."""
+    z = np.moveaxis(logits.astype(np.longdouble), axis, -1)
+    m = z.max(axis=-1, keepdims=True)
+    at_max = z == m
+    rest = np.where(at_max, 0, np.exp(z - m)).sum(axis=-1) + (at_max.sum(axis=-1) - 1)
+    z_t = np.take_along_axis(z, target[..., None], -1)[..., 0]
+    return (m[..., 0] - z_t) + np.log1p(rest)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis", [((1, 100, 2700), 1), ((3, 130, 700), 1), ((200, 2, 700), 0)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_class_axis_in_place_losses_near_0_keep_their_digits(backend, in_place_calls, dtype, shape, axis, weighted, rng):
+    logits, target = _confident_case(rng, dtype, shape, axis)
+    classes = shape[axis]
+    weight = rng.uniform(0.5, 2.0, classes).astype(dtype) if weighted else None
+    ref = _longdouble_losses(logits, target, axis)
+    if weighted:
+        ref = ref * weight.astype(np.longdouble)[target]
+    eps = np.finfo(dtype).eps
+    for grad in (False, True):
+        got = fs.cross_entropy(logits, target, axis, reduction="none", weight=weight, return_grad=grad, threads=1)
+        loss = got[0] if grad else got
+        # Tolerance: 1 ULP of the long double loss for float64 (the losses go down to 1e-7),
+        # 2 for float32 (its exponentials' 2^-28); one more with weights (w[t] times the loss).
+        maxulp = (1.0 if dtype == np.float64 else 2.0) + (1.0 if weighted else 0.0)
+        sp = np.spacing(np.abs(ref).astype(dtype)).astype(np.longdouble)
+        err = np.abs(loss.astype(np.longdouble) - ref) / sp
+        assert err.max() <= maxulp, f"max error {float(err.max()):.2f} ULP"
+        want, want_grad = _moved_call(logits, target, axis, reduction="none", weight=weight, return_grad=grad, threads=1)
+        # Tolerance: 2 eps relative to the moved axis; for float64, exact below 1/64, where
+        # both come from the row kernel's statistics (ties and the rest apart).
+        npt.assert_allclose(loss, want, rtol=2 * eps, atol=0)
+        if dtype == np.float64:
+            small = want < 1 / 64
+            npt.assert_array_equal(loss[small], want[small])
+        if grad:
+            # Tolerance: 2 eps relative plus 2 eps of the largest entry, as the test above.
+            npt.assert_allclose(got[1], want_grad, rtol=2 * eps, atol=2 * eps * np.abs(want_grad).max())
+    if backend != "numpy":
+        assert in_place_calls and all(in_place_calls)
+
+
+@pytest.mark.parametrize("dtype, value", [(np.float32, 1e10), (np.float32, 3e38), (np.float64, 1e17)])
+def test_loss_of_k_equal_large_logits_is_log_k(backend, dtype, value):
+    logits = np.full((3, 4), value, dtype)
+    loss, grad = fs.cross_entropy(logits, np.array([0, 1, 3]), reduction="none", return_grad=True)
+    # Tolerance: 1 ULP of log(4) (the logits' size must not enter: x_t - m = 0).
+    npt.assert_array_max_ulp(loss, np.full(3, np.log(np.longdouble(4))).astype(dtype), maxulp=1)
+    # Exact: 1/4 - [c == t].
+    npt.assert_array_equal(grad, np.full((3, 4), 0.25, dtype) - np.eye(4, dtype=dtype)[[0, 1, 3]])
+
+
+@pytest.mark.parametrize("bad", [2**64 - 100, 2**63 + 5, 2**63])
+def test_uint64_target_beyond_int64_raises_value_error_with_the_value_as_given(backend, bad):
+    logits = np.zeros((4, C), np.float32)
+    with pytest.raises(ValueError, match=rf"target values .* got {bad}$"):
+        fs.cross_entropy(logits, np.array([0, 1, 2, bad], np.uint64))
+    # And where another target is out of range first, that one is named.
+    with pytest.raises(ValueError, match=rf"got {C + 1}$"):
+        fs.cross_entropy(logits, np.array([0, C + 1, 2, bad], np.uint64))
+    loss = fs.cross_entropy(logits, np.array([0, 1, 2, C - 1], np.uint64), reduction="none")
+    # Tolerance: 1 ULP of log(C) (uniform logits), the in-range uint64 targets read as such.
+    npt.assert_array_max_ulp(loss, np.full(4, np.log(C), np.float32), maxulp=1)

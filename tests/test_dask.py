@@ -20,6 +20,7 @@ import sys
 import textwrap
 
 import numpy as np
+import numpy.testing as npt
 import pytest
 
 da = pytest.importorskip("dask.array")
@@ -406,3 +407,22 @@ def test_results_rounding_to_inf_in_float16_raise_no_cast_warning(chunks):
     # 6e4 + log 2 rounds to 6e4.
     np.testing.assert_array_equal(y, np.float16([0.0, -np.inf]))
     assert lse == np.float16(6e4)
+
+
+@pytest.mark.parametrize("dtype, beta", [(np.float32, 1e39), (np.float32, -2e-39), (np.float64, 2e-309)])
+@pytest.mark.parametrize("chunks", [(2, 37), (2, 10)])
+def test_beta_beyond_the_compute_dtype_matches_in_memory_on_the_product(dtype, beta, chunks):
+    rng = np.random.default_rng(7)
+    top = 1.0 if abs(beta) >= 1 else min(float(np.finfo(dtype).max) / 2, 2.0 / abs(beta))
+    x = (rng.uniform(-1, 1, size=(4, 37)) * top).astype(dtype)
+    x[0, :5] = 0
+    wide = np.longdouble if dtype == np.float64 else np.float64
+    with np.errstate(over="ignore"):
+        z = (x.astype(wide) * wide(beta)).astype(dtype)  # the product rounded once
+    d = da.from_array(x, chunks=chunks)
+    for name in ("softmax", "log_softmax", "logsumexp"):
+        got = getattr(fsd, name)(d, beta=beta).compute()
+        want = getattr(fs, name)(z)
+        assert not np.isnan(got).any()
+        # Tolerance: 2 ULP of the in-memory result on the product (the module's bound).
+        npt.assert_array_max_ulp(got, want, maxulp=2)

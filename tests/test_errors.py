@@ -496,3 +496,22 @@ def test_log_softmax_backward_with_y_beyond_exp_range_raises_no_numpy_warning(ba
         dx = fs.log_softmax_backward(grad, y)
     # e^800 * 3 is +inf: the first entry is -inf, the second 2 - 3 = -1 exactly.
     assert dx[0] == -np.inf and dx[1] == -1.0
+
+
+@pytest.mark.parametrize("ignore_index", [2**63, 2**70, -(2**63) - 1, np.uint64(2**63)])
+def test_ignore_index_beyond_int64_raises_value_error_naming_it_on_every_backend(backend, ignore_index):
+    # As torch.nn.functional.cross_entropy, which raises for it too (no int64 target equals it).
+    with pytest.raises(ValueError, match=rf"ignore_index .* got {int(ignore_index)}$"):
+        fs.cross_entropy(np.zeros((4, 5), np.float32), np.array([0, 1, 2, 3]), ignore_index=ignore_index)
+
+
+@pytest.mark.parametrize("ignore_index", [2**63 - 1, -(2**63)])
+def test_ignore_index_at_the_int64_limits_is_accepted_on_every_backend(backend, ignore_index):
+    loss = fs.cross_entropy(np.zeros((4, 5)), np.array([0, 1, 2, 3]), ignore_index=ignore_index)
+    # Exact to 1 ULP: uniform logits, no target ignored, log(5).
+    npt.assert_array_max_ulp(loss, np.log(5.0), maxulp=1)
+
+
+def test_uint64_target_beyond_int64_is_named_as_given_not_wrapped():
+    with pytest.raises(ValueError, match=r"target values .* got 18446744073709551516$"):
+        fs.cross_entropy(np.zeros((4, 5), np.float32), np.array([0, 1, 2, 2**64 - 100], np.uint64))

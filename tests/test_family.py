@@ -848,3 +848,142 @@ def test_log_softmax_of_the_largest_entry_on_both_sides_of_the_ties_limit(backen
     # A row whose other entries are all -inf: exactly 0 at its maximum.
     x[:, 1:] = -np.inf
     npt.assert_array_equal(fs.log_softmax(x)[:, 0], 0.0)
+
+
+# ----------------------------------------------------------------------------
+# beta beyond the normal range of the compute dtype
+# ----------------------------------------------------------------------------
+
+
+class _OneStepDeclined:
+    """The compiled module with the one-step entries (forward_plain, ...) declining every
+    call, so that a C-contiguous float32/float64 call goes through the Python layer."""
+
+    def __init__(self, core):
+        self._core = core
+
+    def __getattr__(self, name):
+        if name.endswith("_plain"):
+            return lambda *args, **kwargs: None
+        return getattr(self._core, name)
+
+
+@pytest.fixture(params=["one_step", "python_layer"])
+def way_in(request, monkeypatch):
+    if request.param == "python_layer" and fs._api._core is not None:
+        monkeypatch.setattr(fs._api, "_core", _OneStepDeclined(fs._api._core))
+    return request.param
+
+
+def _limit_aware_softmax(z, log=False):
+    """Softmax (log_softmax) of z in long double; rows holding +inf give the limit, the +inf
+    entries sharing the mass."""
+    z = np.asarray(z).astype(np.longdouble)
+    posinf = z == np.inf
+    k = posinf.sum(axis=-1, keepdims=True)
+    finite_rows = np.where(k > 0, 0, z)
+    with np.errstate(divide="ignore"):
+        if log:
+            return np.where(k > 0, np.where(posinf, -np.log(np.maximum(k, 1)), -np.inf), ref_log_softmax(finite_rows))
+        return np.where(k > 0, posinf / np.maximum(k, 1), ref_softmax(finite_rows))
+
+
+def _product_rounded_once(x, beta, dtype):
+    """beta * x formed exactly enough (float64, or long double for float64 x) and rounded
+    once to dtype, the input's compute dtype."""
+    wide = np.longdouble if dtype == np.float64 else np.float64
+    with np.errstate(over="ignore"):
+        return (np.asarray(x).astype(wide) * wide(beta)).astype(dtype)
+
+
+def _beta_case(dtype, beta, rng):
+    """Rows whose products with beta are normal numbers, +-inf and 0 side by side."""
+    if abs(beta) >= 1:  # huge: products of entries far below 1 stay finite
+        x = rng.normal(0, 1, size=(6, 37)) * 10.0 ** rng.integers(-40, 1, size=(6, 37))
+        x[0] = np.linspace(-1, 1, 37)  # one +inf product (or one at the other end)
+        x[1, :5] = 0
+        x[2] = -np.abs(x[2]) * 1e-38  # only finite products: a normal softmax
+    else:  # tiny: the entries are huge, their products near 1
+        top = float(np.finfo(dtype).max) / 2
+        x = rng.uniform(-1, 1, size=(6, 37)) * min(top, 2.0 / abs(beta))
+    return np.clip(x, -float(np.finfo(dtype).max), float(np.finfo(dtype).max)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, beta", [
+    (np.float32, 1e39), (np.float32, -3e300), (np.float32, 2e-39), (np.float32, -1e-44),
+    (np.float16, 1e39), (np.float16, -1e300),
+    (np.float64, 2e-309), (np.float64, -5e-320),
+])
+@pytest.mark.parametrize("fn_name", ["softmax", "log_softmax", "logsumexp"])
+def test_beta_beyond_the_compute_dtype_gives_the_result_of_the_product_rounded_once(
+    backend, way_in, dtype, beta, fn_name, rng
+):
+    fn = getattr(fs, fn_name)
+    x = _beta_case(dtype, beta, rng)
+    work = np.float32 if dtype == np.float16 else dtype
+    z = _product_rounded_once(x, beta, work)
+    got = fn(x, beta=beta)
+    assert got.dtype == dtype
+    # Exact: fn(x, beta=b) is fn(b * x) with b * x rounded once in the compute dtype (float32
+    # for float16, whose result is then rounded to float16).
+    with np.errstate(over="ignore"):  # a float32 logsumexp beyond float16's range is inf there
+        want = fn(z, dtype=dtype) if fn_name != "logsumexp" else fn(z).astype(dtype)
+    npt.assert_array_equal(got, want)
+    assert not np.isnan(got).any()
+    if fn_name == "softmax":
+        ref = _limit_aware_softmax(z)
+        if dtype == np.float16:
+            # Tolerance: 1 ULP of float16 (a float32 result within 2 ULP, rounded once more).
+            npt.assert_array_max_ulp(got, ref.astype(np.float16), maxulp=1)
+        else:
+            # Tolerance: 2 ULP (4 on the numpy path), absolute tiny below the normal range.
+            assert_probs_within_ulp(got, ref, _softmax_maxulp(backend))
+    elif fn_name == "log_softmax" and dtype != np.float16:
+        # Tolerance: 2 ULP, or 1e-7 absolutely (float32's documented floor; 0 for float64).
+        assert_log_within(got, _limit_aware_softmax(z, log=True), 2, 1e-7 if dtype == np.float32 else 0)
+
+
+@pytest.mark.parametrize("dtype, beta", [(np.float32, 1e39), (np.float32, -2e-39), (np.float64, 2e-309)])
+@pytest.mark.parametrize("log", [False, True])
+def test_backward_with_beta_beyond_the_compute_dtype_is_beta_times_the_unit_gradient(
+    backend, way_in, dtype, beta, log, rng
+):
+    x = rng.normal(0, 2, size=(5, 23)).astype(dtype)
+    g = (rng.normal(size=x.shape) * 1e-3).astype(dtype)  # beta * dx stays within the range
+    y = fs.log_softmax(x) if log else fs.softmax(x)
+    dx = (fs.log_softmax_backward if log else fs.softmax_backward)(g, y, beta=beta)
+    assert dx.dtype == dtype and not np.isnan(dx).any()
+    unit = (fs.log_softmax_backward if log else fs.softmax_backward)(g, y)
+    wide = np.longdouble if dtype == np.float64 else np.float64
+    # Exact: the gradient at beta = 1 times beta, the product rounded once.
+    npt.assert_array_equal(dx, (unit.astype(wide) * wide(beta)).astype(dtype))
+    gl, yl = np.abs(g.astype(np.longdouble)), y.astype(np.longdouble)
+    if log:
+        ref = ref_log_softmax_jvp(g, y, -1, np.longdouble(beta))
+        p = np.exp(yl)
+        scale = abs(beta) * (gl + p * gl.sum(axis=-1, keepdims=True))
+    else:
+        ref = ref_softmax_jvp(g, y, -1, np.longdouble(beta))
+        scale = abs(beta) * yl * (gl + (gl * yl).sum(axis=-1, keepdims=True))
+    # Tolerance: (n + 4) eps * |beta| (the forward error bound of the unit gradient, scaled),
+    # and 16 tiny absolutely.
+    assert_backward_close(dx, ref, scale, x.shape[-1], dtype)
+
+
+# ----------------------------------------------------------------------------
+# log_softmax of large, equal entries (z - m first, then log S)
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, value", [
+    (np.float32, 1e10), (np.float32, 3e38), (np.float64, 1e17), (np.float64, -1e300), (np.longdouble, 1e30),
+])
+@pytest.mark.parametrize("k", [2, 3, 7])
+def test_log_softmax_of_k_equal_large_entries_is_minus_log_k(backend, dtype, value, k):
+    x = np.full((2, k), value, dtype)
+    ref = np.full(x.shape, -np.log(np.longdouble(k)))
+    # Tolerance: 1 ULP of -log(k) in the dtype (the value's size must not enter: z - m = 0).
+    assert_log_within(fs.log_softmax(x), ref, 1, 0)
+    # The same along axis 0 and with a selection (the other kernel paths).
+    assert_log_within(fs.log_softmax(x.T, axis=0), ref.T, 1, 0)
+    assert_log_within(fs.log_softmax(x, where=np.ones(x.shape, bool)), ref, 1, 0)

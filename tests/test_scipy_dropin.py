@@ -532,3 +532,46 @@ def test_scipy_own_tests(mode, tmp_path):
     assert outcomes.get("passed", 0) >= 300, output
     assert min(data["calls"].values()) > 0, data["calls"]
     assert data["modules_checked"], "no test module was checked for the swapped functions"
+
+
+def _exact_weighted_logsumexp(a, b):
+    """log|sum(b * exp(a))| and its sign with mpmath at 200 bits, from the values as given."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workprec(200):
+        total = mpmath.fsum(mpmath.mpf(float(w)) * mpmath.exp(mpmath.mpf(float(v))) for v, w in zip(a, b))
+        return float(mpmath.log(abs(total))), float(mpmath.sign(total))
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ([500.0, 500.0], [1.0, -0.999999]),
+        ([500.0, 500.0 + 1e-13], [-1.0, 1.0]),
+        ([-300.0, -300.0, 20.0, 20.5], [1.0, 1.0, 3.0, -1.8]),
+        ([1e3, 1e3 - 1e-3, 999.0], [1.0, -1.0, 1e-4]),
+        ([7.0, 7.5, 8.0], [1.0, -0.5, -0.5 * np.exp(-0.5)]),
+    ],
+)
+def test_weighted_logsumexp_that_cancels_is_within_4_ulp_of_exact(a, b):
+    ref, sign = _exact_weighted_logsumexp(a, b)
+    res, sgn = fss.logsumexp(np.array(a), b=np.array(b), return_sign=True)
+    assert sgn == sign
+    # Tolerance: 4 ULP of the exact result (the inputs as given, a and b unrounded; the sums
+    # cancel by up to a factor 1e6 here, which the long double sum absorbs).
+    np.testing.assert_array_max_ulp(res, np.float64(ref), maxulp=4)
+    if sign > 0:  # without return_sign, the same value
+        np.testing.assert_array_max_ulp(fss.logsumexp(np.array(a), b=np.array(b)), np.float64(ref), maxulp=4)
+
+
+def test_weighted_logsumexp_that_cancels_in_some_groups_only(rng):
+    a = rng.normal(0, 50, size=(6, 5))
+    b = rng.uniform(0.5, 2, size=(6, 5))
+    a[1:4, 1] = a[1:4, 0]  # rows 1-3: two equal terms of nearly opposite weights at the maximum
+    a[1:4, [0, 1]] += 400
+    b[1:4, 0], b[1:4, 1] = 1.0, -(1 - 10.0 ** -np.arange(5, 8))
+    res, sgn = fss.logsumexp(a, axis=1, b=b, return_sign=True)
+    for i in range(6):
+        ref, sign = _exact_weighted_logsumexp(a[i], b[i])
+        assert sgn[i] == sign
+        # Tolerance: 4 ULP of the exact result, row by row.
+        np.testing.assert_array_max_ulp(res[i], np.float64(ref), maxulp=4)

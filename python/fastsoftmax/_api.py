@@ -271,6 +271,25 @@ def _check_beta(beta: Any) -> float:
     return b
 
 
+def _beta_outside(beta: float, work_dtype: np.dtype) -> bool:
+    """Whether a finite, nonzero beta lies outside the normal range of the dtype the work is
+    done in: the kernels hold beta in that dtype, where it would be +-inf (0 * inf = NaN) or
+    flushed to 0."""
+    if beta == 0 or math.isinf(beta) or 1.1754943508222875e-38 <= abs(beta) <= 3.4028234663852886e38:
+        return False  # the normal range of float32, within that of every wider dtype
+    info = np.finfo(work_dtype)
+    # (as Python floats: NumPy would compare in the narrower dtype)
+    return not float(info.tiny) <= abs(beta) <= float(info.max)
+
+
+def _prescaled(arr: np.ndarray, beta: float, work_dtype: np.dtype) -> np.ndarray:
+    """beta * x for a beta outside the work dtype's normal range: x in the work dtype, the
+    product in float64 (float64 keeps a subnormal beta), rounded once to the work dtype."""
+    x = _converted(arr, work_dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (x.astype(np.promote_types(work_dtype, np.float64), copy=False) * beta).astype(work_dtype, copy=False)
+
+
 def _check_where(where: Any, shape: tuple) -> Optional[np.ndarray]:
     """``where=`` as a read-only boolean view broadcast to ``shape``, or None."""
     if where is None:
@@ -411,6 +430,8 @@ def _forward(
     work_dtype = _compute_dtype(dtype)
     if math.isinf(beta):
         return _deliver(_limit_forward(_converted(arr, work_dtype), ax, beta, log, sel), out, dtype)
+    if _beta_outside(beta, work_dtype):
+        arr, beta = _prescaled(arr, beta, work_dtype), 1.0
     half = _half_format(arr.dtype)
     if half is not None and not _use_numpy and dtype in (arr.dtype, np.dtype(np.float32)):
         # Read in the 16-bit format, widened in registers; written in it or in float32.
@@ -469,6 +490,12 @@ def _backward(
         return _deliver(res, out, dtype)
     sel = _check_where(where, g.shape)
     work_dtype = _compute_dtype(dtype)
+    if _beta_outside(beta, work_dtype):
+        # beta only scales the result (dx = beta * dx at beta = 1): the product in float64
+        # (which keeps a subnormal beta), rounded once to the result's dtype.
+        unit = _backward(_converted(g, work_dtype), _converted(s, work_dtype), ax, 1.0, None, log, sel, nthreads)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _deliver(unit.astype(np.promote_types(work_dtype, np.float64), copy=False) * beta, out, dtype)
     if _use_numpy or work_dtype not in _KERNEL_DTYPES:
         fn = _numpy.log_softmax_backward if log else _numpy.softmax_backward
         wd = np.promote_types(work_dtype, np.float32)
@@ -505,6 +532,8 @@ def _logsumexp(
     work_dtype = _compute_dtype(dtype)
     if math.isinf(beta):
         raise ValueError("beta must be finite for logsumexp")
+    if _beta_outside(beta, work_dtype):
+        arr, beta = _prescaled(arr, beta, work_dtype), 1.0
     if _use_numpy or work_dtype not in _KERNEL_DTYPES:
         wd = np.promote_types(work_dtype, np.float32)
         res = _numpy.logsumexp(arr.astype(wd, copy=False), ax, False, beta, sel).reshape(shape)
@@ -794,9 +823,31 @@ def _cross_entropy_along(
     safe = target if skip is None else np.where(skip, 0, target)
     index = np.expand_dims(safe, ax)
     x_t = np.take_along_axis(xw, index, axis=ax).squeeze(ax).astype(np.float64)
-    log_s = np.log1p((s_hi - 1.0) + s_lo).astype(work_dtype).astype(np.float64)  # S >= 1
+    # The loss in the type the row kernel forms it in (long double for float64 logits, where
+    # x_t - m may round in float64), log S rounded to the dtype as there.
+    wide = np.dtype(np.float64) if work_dtype == np.float32 else np.dtype(np.longdouble)
+    s_less_1 = (s_hi - 1.0).astype(wide) + s_lo  # S >= 1
+    log_s = np.log1p(s_less_1).astype(work_dtype).astype(wide)
     w_t = np.ones(shape) if w is None else w.astype(np.float64)[safe]
-    nll = -w_t * ((x_t - m.astype(np.float64)) - log_s)
+    nll = (-w_t.astype(wide) * ((x_t.astype(wide) - m.astype(wide)) - log_s)).astype(np.float64)
+    # The slice kernels return S = ties + rel rounded in the wide type (an absolute error of
+    # eps(wide)): where the target holds the only maximum and S - 1 is below 64 eps(wide) /
+    # eps(dtype), that error exceeds 1/64 ULP of the loss, log S ~ S - 1 (and of the
+    # target's gradient entry): those samples are taken again by the row kernel.
+    again = (x_t == m) & (s_less_1 < 64 * np.finfo(wide).eps / np.finfo(work_dtype).eps)
+    if skip is not None:
+        again &= ~skip
+    again_grad = None
+    if again.any():
+        rows = _moved(xw, ax, -1)[again]  # (samples, classes), a copy of those samples only
+        nll_again = np.empty(rows.shape[0])
+        again_grad = np.empty_like(rows) if return_grad else None
+        # ignore_index -1: none of these samples is ignored
+        _core.cross_entropy(
+            rows, np.ascontiguousarray(target[again]), w, -1, 0.0, float(scale), float(scale), nll_again, None,
+            again_grad, nthreads,
+        )
+        nll[again] = nll_again
     if skip is not None:
         nll[skip] = 0.0
     if not return_grad:
@@ -820,6 +871,8 @@ def _cross_entropy_along(
     if skip is not None:
         g_t[skip] = 0.0
     np.put_along_axis(grad, index, np.expand_dims(g_t.astype(work_dtype), ax), axis=ax)
+    if again_grad is not None:
+        _moved(grad, ax, -1)[again] = again_grad
     return nll.reshape(-1), None, grad
 
 
@@ -928,6 +981,10 @@ def cross_entropy(
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}")
+    ignore_index = int(ignore_index)
+    if not -(2**63) <= ignore_index < 2**63:
+        # As torch, which holds it in int64 too (and raises for it); no target could equal it.
+        raise ValueError(f"ignore_index must be a 64-bit signed integer, in [-2**63, 2**63), got {ignore_index}")
     if isinstance(label_smoothing, (bool, np.bool_)) or not isinstance(label_smoothing, (int, float, np.integer, np.floating)):
         raise TypeError(f"label_smoothing must be a real number, got {type(label_smoothing).__name__}")
     eps = float(label_smoothing)
@@ -941,11 +998,14 @@ def cross_entropy(
     if t.dtype.kind in "iu":
         if t.shape != sample_shape:
             raise ValueError(f"class targets must have shape {sample_shape} (the logits' without axis), got {t.shape}")
-        t_rows = _c_aligned(t.reshape(-1), np.int64)
+        # uint64 values beyond int64 would wrap in int64 (2**64 - 100 to -100): they are
+        # neither a class nor ignore_index (an int64), and reported as given.
+        t_check = t.reshape(-1) if t.dtype == np.uint64 and t.size and int(t.max()) >= 2**63 else None
+        t_rows = _c_aligned(t.reshape(-1), np.int64) if t_check is None else t_check
         ignored = None  # no target ignored
         lo, hi = (int(t_rows.min()), int(t_rows.max())) if t_rows.size else (0, -1)
-        if lo <= int(ignore_index) <= hi:
-            ignored = t_rows == int(ignore_index)
+        if lo <= ignore_index <= hi:
+            ignored = t_rows == ignore_index
         if lo < 0 or hi >= classes:  # some target is not a class: allowed only if ignored
             bad = (t_rows < 0) | (t_rows >= classes)
             if ignored is not None:
@@ -987,7 +1047,7 @@ def cross_entropy(
         res = _cross_entropy_along(x, ax, work_dtype, t_rows, ignored, w, scale, return_grad, nthreads)
     if res is None:
         res = _cross_entropy_moved(
-            x, ax, classes, half, work_dtype, t_rows, w, int(ignore_index), eps, scale, smoothed, return_grad, nthreads
+            x, ax, classes, half, work_dtype, t_rows, w, ignore_index, eps, scale, smoothed, return_grad, nthreads
         )
     nll, smooth, grad = res
 

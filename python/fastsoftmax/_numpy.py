@@ -76,8 +76,9 @@ def log_softmax(x: np.ndarray, axis: int, beta: float = 1.0, where=None) -> np.n
     z = _work(x, beta, where)
     m, rest, ties, nan, posinf, k_inf = _row_stats(z, axis)
     with np.errstate(invalid="ignore", divide="ignore"):
-        lse = m + np.log1p(rest + (ties - 1))
-        y = z - lse  # -inf rows: -inf - -inf = NaN
+        # (z - m) - log S, as the kernels: z - (m + log S) would round m + log S first, an
+        # error of half an ULP of m where the result may be as small as log S.
+        y = (z - m) - np.log1p(rest + (ties - 1))  # -inf rows: -inf - -inf = NaN
         y = np.where(k_inf > 0, np.where(posinf, -np.log(k_inf), -np.inf), y)
     y = np.where(nan, np.nan, y)
     return _finish(y, where, axis, -np.inf, x.dtype)
@@ -119,9 +120,11 @@ def cross_entropy_rows(x, target, weight, ignore_index, smoothing, scale_nll, sc
     wide = _wide(x.dtype)
     z = x.astype(wide)
     w = np.ones(classes, wide) if weight is None else weight.astype(wide)
+    m, rest, ties, nan, _, _ = _row_stats(z, 1)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        lse = logsumexp(z, 1, keepdims=True)
-        logp = z - lse
+        # (z - m) - log S, as log_softmax (not z - lse, which rounds m + log S first); a row
+        # with +inf (inf - inf), NaN or only -inf gives NaN, as torch.
+        logp = np.where(nan, np.nan, (z - m) - np.log1p(rest + (ties - 1)))
         p = np.exp(logp)
     eps = smoothing
     with np.errstate(invalid="ignore", over="ignore"):

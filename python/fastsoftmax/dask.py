@@ -60,7 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
         f"(import failed: {exc})"
     ) from exc
 
-from ._api import _normalise_axis
+from ._api import _beta_outside, _normalise_axis, _prescaled
 
 try:
     from . import _core
@@ -223,6 +223,11 @@ def _normalise_block(block, rec, *, axis, work, result, beta, log, threads):
         return out.astype(result, copy=False)
 
 
+def _prescaled_block(block, *, work, beta):
+    """beta * x of one chunk, for a beta outside the work dtype's normal range."""
+    return _prescaled(np.asarray(block), beta, work)
+
+
 def _fused_block(block, *, axis, work, result, beta, log, threads):
     """The whole axis in one chunk: both passes in one task."""
     x = _kernel_array(block, work)
@@ -266,6 +271,11 @@ def _prepare(x: Any, axis: Any, beta: Any, threads: Any):
     ax = _normalise_axis(axis, max(x.ndim, 1))
     if scalar:
         x = x[None]
+    if _beta_outside(beta, work):
+        # The kernels hold beta in the work dtype, where it would be +-inf or flushed to 0:
+        # the chunks are scaled first (the product rounded once) and the kernels take beta = 1.
+        x = x.map_blocks(_prescaled_block, work=work, beta=beta, dtype=work, meta=np.empty((0,) * x.ndim, work))
+        beta = 1.0
     return x, ax, work, result, beta, threads, scalar
 
 

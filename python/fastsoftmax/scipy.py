@@ -449,6 +449,12 @@ def _weighted_logsumexp(a: np.ndarray, b: np.ndarray, axes: tuple, return_sign: 
         log1mexp = np.where(e > -math.log(2), np.log(-np.expm1(e)), np.log1p(-np.exp(e)))
         out = np.maximum(lp, ln) + log1mexp
         sgn = np.sign(d)
+        # Where P and N are within a factor e of each other, the rounding of a + log|b| in
+        # lp and ln (half an ULP of a) grows by coth(|d| / 2) > 2 in log|P - N|: those groups
+        # are summed again as sum(b * exp(a - max a)) in a wider type, b applied after exp.
+        close = np.abs(d) < 1
+        if close.any():
+            out, sgn = _cancelling_groups(a, b, axes, close, out, sgn)
         finite = np.isfinite(out)
         if not finite.all():
             direct = np.sum(np.where(zero, 0, b * np.exp(a)), axis=axes, keepdims=True)
@@ -457,6 +463,26 @@ def _weighted_logsumexp(a: np.ndarray, b: np.ndarray, axes: tuple, return_sign: 
         if not return_sign:
             out = np.where(sgn < 0, np.nan, out)
     return out.astype(a.dtype, copy=False), (sgn.astype(a.dtype, copy=False) if return_sign else None)
+
+
+def _cancelling_groups(a: np.ndarray, b: np.ndarray, axes: tuple, close: np.ndarray, out: np.ndarray,
+                       sgn: np.ndarray):
+    """``out`` and ``sgn`` with the groups in ``close`` (the reduced shape, kept dims) taken as
+    ``M + log|sum(b * exp(a - M))|``, ``M`` the largest ``a`` with ``b != 0``: a and b enter
+    unrounded, each term is off by its exponential's rounding alone, and the sum is formed in
+    long double (float64 for narrower dtypes), so that it cancels with the digits to spare."""
+    wide = np.dtype(np.longdouble) if a.dtype.itemsize >= 8 else np.dtype(np.float64)
+    flat_a, _ = _last_axis_layout(a, axes)
+    flat_b, _ = _last_axis_layout(b, axes)
+    pick = close.reshape(flat_a.shape[:-1])
+    ga, gb = flat_a[pick].astype(wide), flat_b[pick].astype(wide)
+    used = gb != 0  # b == 0 leaves the element out, whatever a is
+    m = np.max(np.where(used, ga, -np.inf), axis=-1, keepdims=True)
+    total = np.sum(np.where(used, gb * np.exp(np.where(used, ga, m) - m), 0), axis=-1)
+    out, sgn = out.copy(), sgn.copy()
+    out.reshape(pick.shape)[pick] = m[:, 0] + np.log(np.abs(total))
+    sgn.reshape(pick.shape)[pick] = np.sign(total)
+    return out, sgn
 
 
 def _wrap_phase(xp, out, cdtype):
