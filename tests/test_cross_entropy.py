@@ -216,6 +216,44 @@ def test_one_hot_probability_rows_sum_their_gradient_to_zero(backend, rng):
     assert np.all(np.abs(grad.astype(np.float64).sum(axis=1)) <= 4 * np.spacing(np.abs(grad).max(axis=1)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [300, 8200, 20000])
+@pytest.mark.parametrize("kind", ["class", "probabilities"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_long_rows_loss_and_gradient_match_torch_and_the_loss_alone(backend, dtype, classes, kind, smoothing, rng):
+    # Rows of more than 1 KB take their gradient from the exponentials the loss's pass kept
+    # (one block, and several: 8192 float32 entries a block, 4096 float64), but peaked rows,
+    # rows with a block of -inf only and rows whose gradient factor exceeds 1 (weights above 1
+    # with reduction="sum"), which take them again; ignored rows, every weight and smoothing.
+    logits = rng.normal(0, 3, size=(6, classes)).astype(dtype)
+    logits[1, 7] = 80.0  # peaked: p near 1
+    if kind == "class" and smoothing == 0.0:
+        logits[2, : min(classes - 1, 8192)] = -np.inf
+    if kind == "class":
+        target = rng.integers(0, classes, 6)
+        target[1], target[2], target[4] = 7, classes - 1, -100
+    else:
+        target = rng.random((6, classes)).astype(dtype)
+        target /= target.sum(axis=1, keepdims=True)
+    weight = rng.uniform(0.5, 2.0, classes).astype(dtype)
+    for reduction in ("mean", "sum", "none"):
+        loss, grad = fs.cross_entropy(logits, target, reduction=reduction, label_smoothing=smoothing, weight=weight,
+                                      return_grad=True)
+        alone = fs.cross_entropy(logits, target, reduction=reduction, label_smoothing=smoothing, weight=weight)
+        npt.assert_array_equal(alone, loss)  # exact: the same losses without the gradient
+        two = fs.cross_entropy(logits, target, reduction=reduction, label_smoothing=smoothing, weight=weight,
+                               return_grad=True, threads=2)
+        npt.assert_array_equal(two[1], grad)  # exact on two threads
+        ref_loss, ref_grad = torch_reference(logits, target, "NC_axis_last", reduction, smoothing, weight)
+        # Tolerance: float64 1e-10 relative; float32 against torch float64 1e-5 relative, plus
+        # 1e-6 x the largest gradient entry for entries that nearly cancel (as above); the
+        # peaked row's loss, about 1e-31, within 1e-20 of torch's 0 (x - logsumexp(x) cancels
+        # there; ours is log1p(S - 1)).
+        rtol = 1e-10 if dtype == np.float64 else 1e-5
+        npt.assert_allclose(loss, ref_loss, rtol=rtol, atol=1e-20)
+        npt.assert_allclose(grad, ref_grad, rtol=rtol, atol=rtol / 10 * np.abs(ref_grad).max())
+
+
 def test_large_logits_do_not_overflow_like_torch(backend):
     logits = np.array([[1000.0, 0.0, -1000.0], [-5000.0, 5000.0, 4999.0]])
     target = np.array([2, 2])
