@@ -254,6 +254,25 @@ def test_long_rows_loss_and_gradient_match_torch_and_the_loss_alone(backend, dty
         npt.assert_allclose(grad, ref_grad, rtol=rtol, atol=rtol / 10 * np.abs(ref_grad).max())
 
 
+def test_long_rows_tiny_gradient_entries_keep_their_digits(backend):
+    # Gradient entries near the smallest normal number, in a block whose own maximum is far
+    # below the row's (its factor e^(m_b - m) alone would be subnormal) and next to the
+    # maximum: each within 2 ULP of the float64 softmax, none flushed while it is normal.
+    classes = 16384
+    x = np.full((1, classes), -300.0, np.float32)
+    x[0, :8192] = np.float32(np.log(12971 / 8192))
+    x[0, 9000:9200] = np.linspace(-77.85, -77.65, 200, dtype=np.float32)
+    x[0, 100:300] = np.linspace(-70.0, -60.0, 200, dtype=np.float32)
+    _, grad = fs.cross_entropy(x, np.array([0]), reduction="sum", return_grad=True)
+    z = x[0].astype(np.longdouble)
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    for sl in (slice(9000, 9200), slice(100, 300)):
+        want = p[sl].astype(np.float32)
+        assert (want >= np.finfo(np.float32).tiny).all()
+        # Tolerance: 2 ULP of the float32 result (float64 reference, rounded).
+        npt.assert_array_max_ulp(grad[0, sl], want, maxulp=2)
+
+
 def test_large_logits_do_not_overflow_like_torch(backend):
     logits = np.array([[1000.0, 0.0, -1000.0], [-5000.0, 5000.0, 4999.0]])
     target = np.array([2, 2])
