@@ -13,7 +13,7 @@ import pytest
 
 import fastsoftmax as fs
 
-from conftest import rows_with_s_near_1
+from conftest import OneStepDeclining, rows_with_s_near_1
 
 FLOATS = [np.float32, np.float64]
 SIMD = ("avx2", "avx512")
@@ -855,23 +855,10 @@ def test_log_softmax_of_the_largest_entry_on_both_sides_of_the_ties_limit(backen
 # ----------------------------------------------------------------------------
 
 
-class _OneStepDeclined:
-    """The compiled module with the one-step entries (forward_plain, ...) declining every
-    call, so that a C-contiguous float32/float64 call goes through the Python layer."""
-
-    def __init__(self, core):
-        self._core = core
-
-    def __getattr__(self, name):
-        if name.endswith("_plain"):
-            return lambda *args, **kwargs: None
-        return getattr(self._core, name)
-
-
 @pytest.fixture(params=["one_step", "python_layer"])
 def way_in(request, monkeypatch):
     if request.param == "python_layer" and fs._api._core is not None:
-        monkeypatch.setattr(fs._api, "_core", _OneStepDeclined(fs._api._core))
+        monkeypatch.setattr(fs._api, "_core", OneStepDeclining(fs._api._core))
     return request.param
 
 

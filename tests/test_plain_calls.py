@@ -14,19 +14,9 @@ import pytest
 import fastsoftmax as fs
 from fastsoftmax import _api
 
+from conftest import OneStepDeclining
+
 KERNEL_BACKENDS = [b for b in _api.available_backends() if b != "numpy"]
-
-
-class _Declining:
-    """The compiled module with the one-step entries declining every call."""
-
-    def __init__(self, core):
-        self._core = core
-
-    def __getattr__(self, name):
-        if name.endswith("_plain"):
-            return lambda *args, **kwargs: None
-        return getattr(self._core, name)
 
 
 class _Counting:
@@ -59,7 +49,7 @@ def _python_layer(monkeypatch, fn, *args, **kwargs):
     """fn(*args, **kwargs) with the one-step entries declining: the Python layer's answer
     (the result, or the exception's type and message)."""
     with monkeypatch.context() as m:
-        m.setattr(_api, "_core", _Declining(_api._core))
+        m.setattr(_api, "_core", OneStepDeclining(_api._core))
         return _outcome(fn, *args, **kwargs)
 
 
